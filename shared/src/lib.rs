@@ -1,0 +1,26 @@
+//! What crosses the wire between a heartsync page and the server, and the
+//! phase math both sides agree on.
+//!
+//! This crate is the single source of protocol v1 (see `PROTOCOL.md`). It
+//! builds for `wasm32-unknown-unknown` and for the host, and depends on
+//! nothing heavier than serde, so the page, the server, the tests and the
+//! tools all speak through the same types.
+//!
+//! # Layout
+//! - [`protocol`]: the messages, their parsing and validation with typed
+//!   errors, and the names (rooms, client ids) that appear in URLs.
+//! - [`phase`]: pure functions on beat phases: wrapping, projecting a report
+//!   to another instant, circular mean and coherence, the Kuramoto step.
+//! - [`clock`]: estimating the offset between a client clock and the server
+//!   clock from request/response samples (Cristian's algorithm).
+
+pub mod clock;
+pub mod phase;
+pub mod protocol;
+
+pub use clock::{ClockSample, best_offset};
+pub use phase::{OrderParameter, PhaseSum, kuramoto_step, project, wrap};
+pub use protocol::{
+    ClientId, ClientMessage, Consensus, ErrorCode, LoveAck, PROTOCOL_VERSION, PhaseReport,
+    ProtocolError, RoomName, ServerMessage, TimeReply, Welcome,
+};
