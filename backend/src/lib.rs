@@ -1,1 +1,91 @@
-//! placeholder
+//! The heartsync server: rooms of hearts that beat as one.
+//!
+//! Browsers connect over WebSocket to `/ws/{room}` and report their heart's
+//! phase; each room's task folds the reports into a consensus (circular mean
+//! and coherence) every tick and publishes it; every connection of the room
+//! writes the newest consensus to its socket.
+//!
+//! # Layout
+//! - [`config`]: flags, environment variables and defaults.
+//! - [`server`]: the accept loop, header timeout and graceful shutdown.
+//! - [`http`]: routes: the page, health checks, the upgrade and its checks.
+//! - [`socket`]: one connection: reading, validation, limits, writing, pings.
+//! - [`room`]: one room's task; [`rooms`]: the registry of open rooms.
+//! - [`limits`]: connection caps, accept rate, message rate, violations.
+//! - [`clock`]: the server clock every protocol time is on.
+//!
+//! `main.rs` only parses flags, sets up logging, binds and calls [`run`].
+
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod limits;
+pub mod room;
+pub mod rooms;
+pub mod server;
+pub mod socket;
+
+pub use config::{Config, LogFormat};
+pub use server::run;
+
+use limits::ConnectionLimits;
+use room::RoomTiming;
+use rooms::Rooms;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What every handler and connection shares; cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Shared>);
+
+/// The contents of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration the server started with.
+    pub config: Config,
+    /// Open rooms.
+    pub rooms: Rooms,
+    /// Connection cap and accept rate.
+    pub limits: ConnectionLimits,
+    /// Cancelled when the server starts shutting down: every connection
+    /// closes (spread over `--drain`).
+    pub shutdown: CancellationToken,
+    /// Set while draining: `/readyz` says 503 and upgrades are refused.
+    pub draining: AtomicBool,
+    /// Every connection and room task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// The id of the next connection.
+    pub next_conn: AtomicU64,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// A fresh server state for `config`.
+    pub fn new(config: Config) -> Self {
+        let tracker = TaskTracker::new();
+        let timing = RoomTiming { tick: config.tick, vote_ttl: config.vote_ttl };
+        AppState(Arc::new(Shared {
+            rooms: Rooms::new(timing, tracker.clone()),
+            limits: ConnectionLimits::new(config.max_connections, config.max_accept_rate),
+            shutdown: CancellationToken::new(),
+            draining: AtomicBool::new(false),
+            tracker,
+            next_conn: AtomicU64::new(1),
+            config,
+        }))
+    }
+}
+
+/// The router serving the page, health checks and WebSockets for `state`.
+pub fn app(state: AppState) -> axum::Router {
+    http::router(state)
+}

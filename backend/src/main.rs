@@ -1,1 +1,79 @@
-fn main() {}
+//! The `heartsync` binary: parse flags, set up logging, bind, serve until
+//! SIGTERM or Ctrl-C. Everything else lives in the library.
+
+use anyhow::Context;
+use backend::{Config, LogFormat};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    init_logging(&config)?;
+    raise_fd_limit();
+
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+    if !config.static_dir.join("index.html").is_file() {
+        tracing::warn!(
+            static_dir = %config.static_dir.display(),
+            "no index.html in the static dir: the page will not load (build it with `cargo xtask build`)"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "heartsync listening");
+    backend::run(listener, config, shutdown_signal()).await
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&config.log_filter)
+        .with_context(|| format!("bad log filter {:?}", config.log_filter))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+/// Raises the soft file-descriptor limit to the hard one: every WebSocket
+/// holds a descriptor, and the usual soft limit (1024) is far below what one
+/// server can carry.
+fn raise_fd_limit() {
+    // Without a crate for it we would need `unsafe` libc calls; `ulimit` in
+    // the shell that starts us is the other way. `rlimit` does it safely.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "file descriptor limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the file descriptor limit"),
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,1 +1,216 @@
-//! placeholder
+//! Helpers for heartsync's integration and browser tests: start the real
+//! server on a free port, talk protocol v1 to it over real sockets.
+
+use anyhow::{Context, bail};
+use backend::Config;
+use futures_util::{SinkExt, StreamExt};
+use shared::{ClientMessage, Consensus, ErrorCode, ServerMessage, Welcome};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for any one expected message.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+/// A server running in this process on `127.0.0.1:0`.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+    /// Keeps the data dir alive as long as the server.
+    _data: tempfile::TempDir,
+}
+
+/// A configuration for tests: defaults, with a fresh temporary data dir.
+pub fn test_config(data_dir: &std::path::Path) -> Config {
+    Config { data_dir: data_dir.to_owned(), ..Config::default() }
+}
+
+impl TestServer {
+    /// Starts a server with the default configuration.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server with the configuration `adjust` makes of the defaults.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let data = tempfile::tempdir().expect("temporary data dir");
+        let mut config = test_config(data.path());
+        adjust(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(backend::run(listener, config, async move { stopped.cancelled().await }));
+        Self { addr, stop, task, _data: data }
+    }
+
+    /// `http://addr/path`.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `ws://addr/path`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Connects a protocol client to `path` (e.g. `/ws/room`) and reads its
+    /// welcome and first consensus.
+    pub async fn join(&self, path: &str) -> (Client, Welcome, Consensus) {
+        Client::join(&self.ws_url(path)).await.expect("join")
+    }
+
+    /// Starts the graceful shutdown and waits for the server to finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await?
+    }
+}
+
+/// A protocol v1 client over a real WebSocket.
+pub struct Client {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// How a connection ended, as the client saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ended {
+    /// A close frame with this code.
+    Closed(u16),
+    /// The connection ended without a close frame.
+    Dropped,
+}
+
+impl Client {
+    /// Opens a WebSocket to `url` (no handshake beyond the upgrade).
+    pub async fn connect(url: &str) -> Result<Self, tungstenite::Error> {
+        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(Self { socket })
+    }
+
+    /// Connects and reads the welcome and the first consensus, which must
+    /// come first and in that order.
+    pub async fn join(url: &str) -> anyhow::Result<(Self, Welcome, Consensus)> {
+        let mut client = Self::connect(url).await.with_context(|| format!("connect {url}"))?;
+        let welcome = match client.next().await? {
+            ServerMessage::Welcome(w) => w,
+            other => bail!("expected welcome first, got {other:?}"),
+        };
+        let consensus = match client.next().await? {
+            ServerMessage::Consensus(c) => c,
+            other => bail!("expected a consensus right after the welcome, got {other:?}"),
+        };
+        Ok((client, welcome, consensus))
+    }
+
+    /// Sends a protocol message.
+    pub async fn send(&mut self, message: &ClientMessage) {
+        self.send_text(&message.to_json()).await;
+    }
+
+    /// Sends a raw text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket.send(Message::text(text)).await.expect("send text");
+    }
+
+    /// Sends a raw frame.
+    pub async fn send_raw(&mut self, message: Message) -> Result<(), tungstenite::Error> {
+        self.socket.send(message).await
+    }
+
+    /// The next protocol message, within [`PATIENCE`].
+    pub async fn next(&mut self) -> anyhow::Result<ServerMessage> {
+        self.next_within(PATIENCE).await
+    }
+
+    /// The next protocol message, within `patience`.
+    pub async fn next_within(&mut self, patience: Duration) -> anyhow::Result<ServerMessage> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .context("timed out waiting for a message")?;
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    return ServerMessage::parse(text.as_str())
+                        .with_context(|| format!("unparseable server message {text}"));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(other)) => bail!("unexpected frame {other:?}"),
+                Some(Err(e)) => bail!("socket error: {e}"),
+                None => bail!("connection ended"),
+            }
+        }
+    }
+
+    /// The next consensus, skipping other messages.
+    pub async fn next_consensus(&mut self) -> anyhow::Result<Consensus> {
+        loop {
+            if let ServerMessage::Consensus(c) = self.next().await? {
+                return Ok(c);
+            }
+        }
+    }
+
+    /// Reads until a consensus satisfies `check`, within `patience`.
+    pub async fn consensus_where(
+        &mut self,
+        patience: Duration,
+        check: impl Fn(&Consensus) -> bool,
+    ) -> anyhow::Result<Consensus> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let ServerMessage::Consensus(c) = self.next_within(left).await? {
+                if check(&c) {
+                    return Ok(c);
+                }
+            }
+        }
+    }
+
+    /// The next error message, skipping consensus ticks; its code.
+    pub async fn next_error(&mut self) -> anyhow::Result<ErrorCode> {
+        loop {
+            match self.next().await? {
+                ServerMessage::Error(e) => return Ok(e.code),
+                ServerMessage::Consensus(_) => continue,
+                other => bail!("expected an error, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the server ends the connection; how it ended.
+    pub async fn ended(&mut self, patience: Duration) -> anyhow::Result<Ended> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .context("the connection did not end in time")?;
+            match frame {
+                Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => {
+                    return Ok(Ended::Closed(code.into()));
+                }
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return Ok(Ended::Dropped),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+/// The server's clock as the tests read it (ms since the epoch).
+pub fn now_ms() -> f64 {
+    backend::clock::now_ms()
+}

@@ -1,0 +1,121 @@
+//! Every knob of the server: a flag, an environment variable, and a default.
+//!
+//! Durations are humantime (`250ms`, `25s`). `Config::default()` is what the
+//! binary runs with when given no flags, so tests start from the same values
+//! operators get.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The server's configuration.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "heartsync", version, about = "The heartsync server: rooms of hearts beating as one")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HEARTSYNC_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Folder for durable data (love totals); created if missing.
+    #[arg(long, env = "HEARTSYNC_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Folder of the built page (trunk's `dist/`).
+    #[arg(long, env = "HEARTSYNC_STATIC_DIR", default_value = "dist")]
+    pub static_dir: PathBuf,
+
+    /// How often each room broadcasts its consensus.
+    #[arg(long, env = "HEARTSYNC_TICK", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub tick: Duration,
+
+    /// How often clients are asked to report their phase.
+    #[arg(long, env = "HEARTSYNC_REPORT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub report_interval: Duration,
+
+    /// A report older than this no longer counts as a vote.
+    #[arg(long, env = "HEARTSYNC_VOTE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub vote_ttl: Duration,
+
+    /// How often the server pings each connection.
+    #[arg(long, env = "HEARTSYNC_PING_INTERVAL", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A connection whose pong has not come this long after a ping is closed.
+    #[arg(long, env = "HEARTSYNC_PONG_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub pong_timeout: Duration,
+
+    /// A connection whose socket stays unwritable this long is closed.
+    #[arg(long, env = "HEARTSYNC_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Largest incoming message, in bytes; a larger one closes the connection with 1009.
+    #[arg(long, env = "HEARTSYNC_MAX_MESSAGE_BYTES", default_value_t = 4096)]
+    pub max_message_bytes: usize,
+
+    /// Most open WebSocket connections; over it, upgrades get 503.
+    #[arg(long, env = "HEARTSYNC_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most new WebSocket connections per second (also the burst); over it, 503.
+    #[arg(long, env = "HEARTSYNC_MAX_ACCEPT_RATE", default_value_t = 1000)]
+    pub max_accept_rate: u32,
+
+    /// Messages per second each connection may send (token bucket refill).
+    #[arg(long, env = "HEARTSYNC_MESSAGE_RATE", default_value_t = 20)]
+    pub message_rate: u32,
+
+    /// Messages a connection may send in one burst (token bucket size).
+    #[arg(long, env = "HEARTSYNC_MESSAGE_BURST", default_value_t = 40)]
+    pub message_burst: u32,
+
+    /// A connection rate-limited without a second's pause for this long is closed with 1008.
+    #[arg(long, env = "HEARTSYNC_FLOOD_CLOSE_AFTER", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub flood_close_after: Duration,
+
+    /// Protocol violations within `violation_window` that close a connection with 1008.
+    #[arg(long, env = "HEARTSYNC_MAX_VIOLATIONS", default_value_t = 50)]
+    pub max_violations: u32,
+
+    /// The window over which protocol violations are counted.
+    #[arg(long, env = "HEARTSYNC_VIOLATION_WINDOW", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub violation_window: Duration,
+
+    /// An extra browser origin allowed to open WebSockets (repeatable), e.g.
+    /// `https://heartsync.example`. The server's own origin is always allowed.
+    #[arg(long = "allowed-origin", env = "HEARTSYNC_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// On shutdown, WebSocket closes are spread over this long.
+    #[arg(long, env = "HEARTSYNC_DRAIN", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain: Duration,
+
+    /// A client must finish sending its HTTP request headers within this long.
+    #[arg(long, env = "HEARTSYNC_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Log filter, `RUST_LOG` syntax (e.g. `info,backend=debug`).
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// Log format: `pretty` for people, `json` for log pipelines.
+    #[arg(long, env = "HEARTSYNC_LOG_FORMAT", default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    /// What the binary runs with when given no flags (the `HEARTSYNC_*`
+    /// environment variables still apply, as they do to the binary).
+    fn default() -> Self {
+        Config::parse_from(["heartsync"])
+    }
+}

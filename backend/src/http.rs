@@ -1,0 +1,189 @@
+//! The HTTP face of the server: the page and its assets, health checks, and
+//! the WebSocket upgrade with every check that happens before it (room name,
+//! client id, origin, draining, connection caps).
+
+use crate::AppState;
+use crate::limits::Refusal;
+use crate::socket::{self, Connection};
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::Deserialize;
+use shared::{ClientId, RoomName};
+use std::sync::atomic::Ordering;
+use tower_http::services::{ServeDir, ServeFile};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+/// The one error type of the HTTP layer: a status and a message for the
+/// person (or program) that made the request.
+#[derive(Debug)]
+pub struct HttpError {
+    status: StatusCode,
+    message: String,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.message).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The router for the whole server.
+pub fn router(state: AppState) -> Router {
+    let static_dir = state.config.static_dir.clone();
+    let index = static_dir.join("index.html");
+    // The page itself must be revalidated so a deploy is picked up; trunk
+    // gives its assets hashed names, so those may be cached.
+    let page = || {
+        tower::ServiceBuilder::new()
+            .layer(SetResponseHeaderLayer::overriding(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            ))
+            .service(ServeFile::new(&index))
+    };
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/ws", get(ws_main))
+        .route("/ws/{room}", get(ws_room))
+        .route_service("/", page())
+        .route_service("/index.html", page())
+        .route("/r/{room}", get(room_page))
+        .fallback_service(ServeDir::new(&static_dir))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        return HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    "ready".into_response()
+}
+
+async fn room_page(
+    Path(room): Path<String>,
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+) -> Response {
+    if let Err(message) = RoomName::parse(&room) {
+        return HttpError::new(StatusCode::NOT_FOUND, message).into_response();
+    }
+    let index = state.config.static_dir.join("index.html");
+    let mut response = match tower::ServiceExt::oneshot(ServeFile::new(index), request).await {
+        Ok(response) => response.into_response(),
+        Err(infallible) => match infallible {},
+    };
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// The query a WebSocket upgrade may carry.
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    client_id: Option<String>,
+}
+
+async fn ws_main(
+    state: State<AppState>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, HttpError> {
+    upgrade_to_room(state, RoomName::main(), query, headers, upgrade)
+}
+
+async fn ws_room(
+    Path(room): Path<String>,
+    state: State<AppState>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, HttpError> {
+    let room = RoomName::parse(&room).map_err(|m| HttpError::new(StatusCode::BAD_REQUEST, m))?;
+    upgrade_to_room(state, room, query, headers, upgrade)
+}
+
+fn upgrade_to_room(
+    State(state): State<AppState>,
+    room: RoomName,
+    query: WsQuery,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, HttpError> {
+    let client_id = match query.client_id {
+        Some(id) => ClientId::parse(&id).map_err(|m| HttpError::new(StatusCode::BAD_REQUEST, m))?,
+        None => new_client_id(),
+    };
+    check_origin(&state, &headers)?;
+    if state.draining.load(Ordering::Relaxed) {
+        return Err(HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"));
+    }
+    let upgrade = upgrade.map_err(|rejection| {
+        HttpError::new(rejection.status(), format!("{}: this endpoint takes WebSocket upgrades", rejection.body_text()))
+    })?;
+    let slot = state.limits.admit().map_err(|refusal| {
+        let message = match refusal {
+            Refusal::Full => "the server is at its connection limit; retry later",
+            Refusal::TooFast => "too many new connections; retry in a second",
+        };
+        HttpError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    })?;
+    let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let connection = Connection { conn, room, client_id, slot };
+    let max = state.config.max_message_bytes;
+    let tracker_token = state.tracker.token();
+    let response = upgrade
+        // Small messages only: a read buffer sized for them instead of
+        // tungstenite's 128 KiB, writes sent at once, and a bounded queue.
+        .read_buffer_size(max.max(1024))
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |ws| async move {
+            socket::serve(ws, state, connection).await;
+            drop(tracker_token);
+        });
+    Ok(response)
+}
+
+fn new_client_id() -> ClientId {
+    let id: String = rand::rng().sample_iter(Alphanumeric).take(16).map(char::from).collect();
+    // Sixteen alphanumerics always satisfy the client-id rules.
+    ClientId::parse(&id).unwrap_or_else(|_| unreachable!("generated client ids are valid"))
+}
+
+/// Refuses browser connections from origins other than the server's own and
+/// the configured ones (Cross-Site WebSocket Hijacking). A request without
+/// an `Origin` is not from a browser page, and is allowed.
+fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let forbidden = || HttpError::new(StatusCode::FORBIDDEN, "this origin may not open WebSockets here");
+    let origin = origin.to_str().map_err(|_| forbidden())?;
+    if state.config.allowed_origins.iter().any(|allowed| allowed.trim_end_matches('/') == origin) {
+        return Ok(());
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let own = origin
+        .split_once("://")
+        .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && Some(rest) == host);
+    if own { Ok(()) } else { Err(forbidden()) }
+}

@@ -1,0 +1,195 @@
+//! One room: a task that owns the room's members and their last reports, and
+//! publishes the room's consensus every tick.
+//!
+//! Nothing else mutates a room. Sockets talk to it over two channels: an
+//! unbounded one for joins and leaves (one of each per connection, so it is
+//! bounded by the connection cap, and a leave can be sent from `Drop`), and a
+//! bounded one for phase reports, where a full channel drops the report (a
+//! report is state, and the next one replaces it). The consensus goes out
+//! through a `watch` channel, which keeps only the newest value: a slow socket
+//! skips to the newest consensus instead of queueing old ones, and the
+//! broadcast never waits on any socket.
+
+use crate::clock::now_ms;
+use axum::extract::ws::Utf8Bytes;
+use shared::{Consensus, PhaseReport, PhaseSum, ServerMessage, project};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// How many phase reports may wait for a room before new ones are dropped.
+pub const REPORT_QUEUE: usize = 4096;
+
+/// The bpm a room beats at before anyone has reported.
+pub const RESTING_BPM: f64 = 72.0;
+
+/// Identifies one connection within the server.
+pub type ConnId = u64;
+
+/// A consensus and its JSON, serialized once per room per tick and shared by
+/// every socket of the room.
+#[derive(Debug, Clone)]
+pub struct ConsensusFrame {
+    /// The consensus itself.
+    pub consensus: Consensus,
+    /// `consensus` as a protocol text frame.
+    pub text: Utf8Bytes,
+}
+
+impl ConsensusFrame {
+    fn new(consensus: Consensus) -> Self {
+        let text = ServerMessage::Consensus(consensus).to_json();
+        Self { consensus, text: Utf8Bytes::from(text) }
+    }
+}
+
+/// What sockets tell their room about membership.
+#[derive(Debug)]
+pub enum Control {
+    /// A connection joined; the room answers with a consensus for it alone.
+    Join { conn: ConnId, reply: oneshot::Sender<ConsensusFrame> },
+    /// A connection left.
+    Leave { conn: ConnId },
+}
+
+/// A phase report from one connection, stamped when it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    /// Who reported.
+    pub conn: ConnId,
+    /// What they reported.
+    pub report: PhaseReport,
+    /// When the server received it; votes expire by this, not by the
+    /// client's `at`, so a client cannot keep a stale vote alive.
+    pub received: Instant,
+}
+
+/// The timing a room runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomTiming {
+    /// Time between consensus broadcasts.
+    pub tick: Duration,
+    /// A report older than this no longer votes.
+    pub vote_ttl: Duration,
+}
+
+/// The ends of a room's channels that sockets hold.
+#[derive(Debug, Clone)]
+pub struct RoomHandle {
+    /// Joins and leaves.
+    pub control: mpsc::UnboundedSender<Control>,
+    /// Phase reports; `try_send` only.
+    pub reports: mpsc::Sender<Report>,
+    /// The newest consensus.
+    pub consensus: watch::Receiver<ConsensusFrame>,
+}
+
+/// The state a room task owns.
+struct Room {
+    /// Every open connection of the room and its last report, if any.
+    members: HashMap<ConnId, Option<Report>>,
+    /// The last consensus published: with no voters, the beat runs on from it.
+    last: Consensus,
+    timing: RoomTiming,
+}
+
+/// Starts a room's task and returns the handle to reach it. The task ends
+/// when every `control` sender (the registry's and each member's) is gone.
+pub fn spawn(name: String, timing: RoomTiming, tracker: &tokio_util::task::TaskTracker) -> RoomHandle {
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE);
+    let first = Consensus {
+        seq: 0,
+        at: now_ms(),
+        phase: 0.0,
+        bpm: RESTING_BPM,
+        coherence: 0.0,
+        hearts: 0,
+        voters: 0,
+        love: 0,
+    };
+    let (consensus_tx, consensus_rx) = watch::channel(ConsensusFrame::new(first));
+    let room = Room { members: HashMap::new(), last: first, timing };
+    tracker.spawn(async move {
+        tracing::debug!(room = %name, "room opened");
+        room.run(control_rx, report_rx, consensus_tx).await;
+        tracing::debug!(room = %name, "room closed");
+    });
+    RoomHandle { control: control_tx, reports: report_tx, consensus: consensus_rx }
+}
+
+impl Room {
+    async fn run(
+        mut self,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        mut reports: mpsc::Receiver<Report>,
+        consensus: watch::Sender<ConsensusFrame>,
+    ) {
+        let mut ticks = tokio::time::interval(self.timing.tick);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                event = control.recv() => match event {
+                    Some(Control::Join { conn, reply }) => {
+                        self.members.insert(conn, None);
+                        // The newcomer gets the room as of now without waiting a
+                        // tick, under the last seq so it sees no gap.
+                        let fresh = self.compute(now_ms(), Instant::now(), self.last.seq);
+                        let _ = reply.send(ConsensusFrame::new(fresh));
+                    }
+                    Some(Control::Leave { conn }) => {
+                        self.members.remove(&conn);
+                    }
+                    None => break,
+                },
+                Some(report) = reports.recv() => {
+                    if let Some(slot) = self.members.get_mut(&report.conn) {
+                        *slot = Some(report);
+                    }
+                }
+                _ = ticks.tick() => {
+                    let next = self.compute(now_ms(), Instant::now(), self.last.seq + 1);
+                    self.last = next;
+                    consensus.send_replace(ConsensusFrame::new(next));
+                }
+            }
+        }
+    }
+
+    /// The room's consensus at server time `at_ms` (monotonic `now`).
+    fn compute(&self, at_ms: f64, now: Instant, seq: u64) -> Consensus {
+        let mut sum = PhaseSum::default();
+        let mut bpm_total = 0.0;
+        for report in self.members.values().flatten() {
+            if now.duration_since(report.received) > self.timing.vote_ttl {
+                continue;
+            }
+            let r = report.report;
+            sum.add(project(r.phase, r.bpm, r.at, at_ms));
+            bpm_total += r.bpm;
+        }
+        let voters = sum.count();
+        let (phase, coherence, bpm) = match sum.order() {
+            Some(order) => (order.phase, order.coherence, bpm_total / voters as f64),
+            // Nobody votes: the beat runs on from the last consensus.
+            None => (
+                project(self.last.phase, self.last.bpm, self.last.at, at_ms),
+                0.0,
+                self.last.bpm,
+            ),
+        };
+        Consensus {
+            seq,
+            at: at_ms,
+            phase,
+            bpm,
+            coherence,
+            hearts: u32::try_from(self.members.len()).unwrap_or(u32::MAX),
+            voters: u32::try_from(voters).unwrap_or(u32::MAX),
+            love: self.last.love,
+        }
+    }
+}

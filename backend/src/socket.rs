@@ -1,0 +1,284 @@
+//! One WebSocket connection: read, validate and rate-limit what the client
+//! sends; write the room's newest consensus; ping; close when told to.
+//!
+//! The connection is one task with one `select!` loop. Writes have a
+//! deadline (`--write-timeout`): a client that stops reading is closed, and
+//! because every connection has its own task and reads the room's consensus
+//! from a `watch` channel, it delays no one else.
+
+use crate::AppState;
+use crate::clock::now_ms;
+use crate::limits::{ConnectionSlot, MessageLimiter, Verdict, ViolationCounter};
+use crate::room::{ConnId, Report};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use rand::Rng;
+use shared::{
+    ClientId, ClientMessage, ErrorCode, PROTOCOL_VERSION, ProtocolError, RoomName, ServerMessage,
+    TimeReply, Welcome,
+};
+use std::time::Duration;
+use tokio::time::{Instant, sleep_until, timeout};
+
+/// Everything the HTTP layer decided about a connection before the upgrade.
+#[derive(Debug)]
+pub struct Connection {
+    /// This connection's id within the server.
+    pub conn: ConnId,
+    /// The room it joins.
+    pub room: RoomName,
+    /// The client's identity.
+    pub client_id: ClientId,
+    /// Its place under the connection cap, held for its whole life.
+    pub slot: ConnectionSlot,
+}
+
+/// Why a connection ended; used for logs (and metrics labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed or the TCP connection ended.
+    ClientGone,
+    /// The server is shutting down.
+    Shutdown,
+    /// A write did not finish within the write timeout.
+    Slow,
+    /// No pong in time.
+    PongTimeout,
+    /// The client kept flooding.
+    Flood,
+    /// Too many protocol violations.
+    Violations,
+    /// A message over the size limit.
+    TooLarge,
+    /// The room stopped (only while shutting down).
+    RoomGone,
+}
+
+impl CloseReason {
+    /// A bounded, stable name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientGone => "client",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Slow => "slow",
+            CloseReason::PongTimeout => "pong_timeout",
+            CloseReason::Flood => "flood",
+            CloseReason::Violations => "violations",
+            CloseReason::TooLarge => "too_large",
+            CloseReason::RoomGone => "room_gone",
+        }
+    }
+}
+
+/// A write failed or timed out: the connection is done.
+struct WriteFailed(CloseReason);
+
+/// The connection's socket and the deadline its writes run under.
+struct Wire {
+    socket: WebSocket,
+    write_timeout: Duration,
+}
+
+impl Wire {
+    async fn send(&mut self, message: Message) -> Result<(), WriteFailed> {
+        match timeout(self.write_timeout, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(WriteFailed(CloseReason::ClientGone)),
+            Err(_) => Err(WriteFailed(CloseReason::Slow)),
+        }
+    }
+
+    async fn send_json(&mut self, message: &ServerMessage) -> Result<(), WriteFailed> {
+        self.send(Message::Text(Utf8Bytes::from(message.to_json()))).await
+    }
+
+    async fn send_error(&mut self, error: ProtocolError) -> Result<(), WriteFailed> {
+        self.send_json(&ServerMessage::Error(error)).await
+    }
+
+    /// Sends a close frame (best effort, briefly) and ends the connection.
+    async fn close(mut self, code: u16, reason: &'static str) {
+        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+        let _ = timeout(Duration::from_secs(1), self.socket.send(Message::Close(Some(frame)))).await;
+    }
+}
+
+/// Serves one upgraded connection until it ends.
+pub async fn serve(socket: WebSocket, state: AppState, connection: Connection) {
+    let Connection { conn, room, client_id, slot: _slot } = connection;
+    let reason = run(socket, &state, conn, room.clone(), &client_id).await;
+    tracing::debug!(conn, %room, %client_id, reason = reason.as_str(), "connection closed");
+}
+
+async fn run(
+    socket: WebSocket,
+    state: &AppState,
+    conn: ConnId,
+    room: RoomName,
+    client_id: &ClientId,
+) -> CloseReason {
+    let config = &state.config;
+    let mut wire = Wire { socket, write_timeout: config.write_timeout };
+    let Ok((mut membership, first)) = state.rooms.join(room.clone(), conn).await else {
+        wire.close(close_code::AWAY, "server shutting down").await;
+        return CloseReason::RoomGone;
+    };
+    tracing::debug!(conn, %room, %client_id, "connection opened");
+
+    let welcome = ServerMessage::Welcome(Welcome {
+        protocol: PROTOCOL_VERSION,
+        client_id: client_id.to_string(),
+        room: room.to_string(),
+        server_time: now_ms(),
+        tick_ms: duration_ms(config.tick),
+        report_ms: duration_ms(config.report_interval),
+    });
+    if let Err(WriteFailed(reason)) = wire.send_json(&welcome).await {
+        return reason;
+    }
+    if let Err(WriteFailed(reason)) = wire.send(Message::Text(first.text)).await {
+        return reason;
+    }
+
+    let mut limiter =
+        MessageLimiter::new(config.message_rate, config.message_burst, config.flood_close_after);
+    let mut violations = ViolationCounter::new(config.max_violations, config.violation_window);
+    let mut pings = tokio::time::interval_at(
+        Instant::now() + config.ping_interval,
+        config.ping_interval,
+    );
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pong_deadline: Option<Instant> = None;
+    let mut close_at: Option<Instant> = None;
+    let shutdown = state.shutdown.clone();
+
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled(), if close_at.is_none() => {
+                // Spread the closes over the drain period so that clients do
+                // not all reconnect to the next instance at the same instant.
+                let spread = config.drain.mul_f64(rand::rng().random::<f64>());
+                close_at = Some(Instant::now() + spread);
+            }
+            () = sleep_until(close_at.unwrap_or_else(Instant::now)), if close_at.is_some() => {
+                wire.close(close_code::AWAY, "server shutting down").await;
+                return CloseReason::Shutdown;
+            }
+            () = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
+                wire.close(close_code::AWAY, "no pong").await;
+                return CloseReason::PongTimeout;
+            }
+            changed = membership.consensus.changed() => {
+                if changed.is_err() {
+                    wire.close(close_code::AWAY, "server shutting down").await;
+                    return CloseReason::RoomGone;
+                }
+                let text = membership.consensus.borrow_and_update().text.clone();
+                if let Err(WriteFailed(reason)) = wire.send(Message::Text(text)).await {
+                    return reason;
+                }
+            }
+            _ = pings.tick() => {
+                if pong_deadline.is_none() {
+                    pong_deadline = Some(Instant::now() + config.pong_timeout);
+                    if let Err(WriteFailed(reason)) = wire.send(Message::Ping(Default::default())).await {
+                        return reason;
+                    }
+                }
+            }
+            incoming = wire.socket.recv() => {
+                let message = match incoming {
+                    None | Some(Ok(Message::Close(_))) => return CloseReason::ClientGone,
+                    Some(Err(error)) => {
+                        if is_too_large(&error) {
+                            wire.close(close_code::SIZE, "message too large").await;
+                            return CloseReason::TooLarge;
+                        }
+                        return CloseReason::ClientGone;
+                    }
+                    Some(Ok(message)) => message,
+                };
+                let text = match message {
+                    Message::Pong(_) => {
+                        pong_deadline = None;
+                        continue;
+                    }
+                    // tungstenite answers pings by itself.
+                    Message::Ping(_) | Message::Close(_) => continue,
+                    Message::Text(text) => Some(text),
+                    Message::Binary(_) => None,
+                };
+                let now = Instant::now();
+                match limiter.check(now) {
+                    Verdict::Accept => {}
+                    Verdict::Drop { notify } => {
+                        if notify {
+                            let error = ProtocolError::new(
+                                ErrorCode::RateLimited,
+                                "too many messages; this one and others were dropped",
+                            );
+                            if let Err(WriteFailed(reason)) = wire.send_error(error).await {
+                                return reason;
+                            }
+                        }
+                        continue;
+                    }
+                    Verdict::Close => {
+                        wire.close(close_code::POLICY, "flooding").await;
+                        return CloseReason::Flood;
+                    }
+                }
+                let parsed = match text {
+                    Some(text) => ClientMessage::parse(text.as_str(), now_ms()),
+                    None => Err(ProtocolError::new(
+                        ErrorCode::BinaryFrame,
+                        "binary frames are not part of protocol v1; send JSON text",
+                    )),
+                };
+                let reply = match parsed {
+                    Ok(ClientMessage::Phase(report)) => {
+                        // A full queue drops the report: the next one replaces it.
+                        let _ = membership.handle.reports.try_send(Report { conn, report, received: now });
+                        None
+                    }
+                    Ok(ClientMessage::Time { t0 }) => {
+                        Some(ServerMessage::Time(TimeReply { t0, server_time: now_ms() }))
+                    }
+                    Ok(ClientMessage::Love { .. }) => Some(ServerMessage::Error(ProtocolError::new(
+                        ErrorCode::Internal,
+                        "love is not available on this server yet",
+                    ))),
+                    Err(error) => {
+                        if violations.record(now) {
+                            wire.close(close_code::POLICY, "too many protocol violations").await;
+                            return CloseReason::Violations;
+                        }
+                        Some(ServerMessage::Error(error))
+                    }
+                };
+                if let Some(reply) = reply {
+                    if let Err(WriteFailed(reason)) = wire.send_json(&reply).await {
+                        return reason;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether a read failed because the message or frame was over the limit.
+fn is_too_large(error: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source = error.source();
+    while let Some(e) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}

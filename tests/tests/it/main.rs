@@ -1,0 +1,4 @@
+//! heartsync's integration tests: one binary, one module per behaviour family.
+
+mod consensus;
+mod protocol;
