@@ -11,7 +11,11 @@ use std::time::Duration;
 
 /// The server's configuration.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "heartsync", version, about = "The heartsync server: rooms of hearts beating as one")]
+#[command(
+    name = "heartsync",
+    version,
+    about = "The heartsync server: rooms of hearts beating as one"
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "HEARTSYNC_ADDR", default_value = "127.0.0.1:8080")]
@@ -83,7 +87,11 @@ pub struct Config {
 
     /// An extra browser origin allowed to open WebSockets (repeatable), e.g.
     /// `https://heartsync.example`. The server's own origin is always allowed.
-    #[arg(long = "allowed-origin", env = "HEARTSYNC_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "HEARTSYNC_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
 
     /// On shutdown, WebSocket closes are spread over this long.

@@ -5,12 +5,12 @@
 use crate::AppState;
 use crate::limits::Refusal;
 use crate::socket::{self, Connection};
+use axum::Router;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde::Deserialize;
@@ -29,7 +29,10 @@ pub struct HttpError {
 
 impl HttpError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
 }
 
@@ -37,7 +40,9 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let mut response = (self.status, self.message).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -89,7 +94,9 @@ async fn room_page(
         Ok(response) => response.into_response(),
         Err(infallible) => match infallible {},
     };
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
@@ -132,10 +139,19 @@ fn upgrade_to_room(
     };
     check_origin(&state, &headers)?;
     if state.draining.load(Ordering::Relaxed) {
-        return Err(HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"));
+        return Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        ));
     }
     let upgrade = upgrade.map_err(|rejection| {
-        HttpError::new(rejection.status(), format!("{}: this endpoint takes WebSocket upgrades", rejection.body_text()))
+        HttpError::new(
+            rejection.status(),
+            format!(
+                "{}: this endpoint takes WebSocket upgrades",
+                rejection.body_text()
+            ),
+        )
     })?;
     let slot = state.limits.admit().map_err(|refusal| {
         let message = match refusal {
@@ -145,7 +161,12 @@ fn upgrade_to_room(
         HttpError::new(StatusCode::SERVICE_UNAVAILABLE, message)
     })?;
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
-    let connection = Connection { conn, room, client_id, slot };
+    let connection = Connection {
+        conn,
+        room,
+        client_id,
+        slot,
+    };
     let max = state.config.max_message_bytes;
     let tracker_token = state.tracker.token();
     let response = upgrade
@@ -164,7 +185,11 @@ fn upgrade_to_room(
 }
 
 fn new_client_id() -> ClientId {
-    let id: String = rand::rng().sample_iter(Alphanumeric).take(16).map(char::from).collect();
+    let id: String = rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(16)
+        .map(char::from)
+        .collect();
     // Sixteen alphanumerics always satisfy the client-id rules.
     ClientId::parse(&id).unwrap_or_else(|_| unreachable!("generated client ids are valid"))
 }
@@ -176,9 +201,19 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> 
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
-    let forbidden = || HttpError::new(StatusCode::FORBIDDEN, "this origin may not open WebSockets here");
+    let forbidden = || {
+        HttpError::new(
+            StatusCode::FORBIDDEN,
+            "this origin may not open WebSockets here",
+        )
+    };
     let origin = origin.to_str().map_err(|_| forbidden())?;
-    if state.config.allowed_origins.iter().any(|allowed| allowed.trim_end_matches('/') == origin) {
+    if state
+        .config
+        .allowed_origins
+        .iter()
+        .any(|allowed| allowed.trim_end_matches('/') == origin)
+    {
         return Ok(());
     }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());

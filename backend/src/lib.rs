@@ -12,6 +12,7 @@
 //! - [`socket`]: one connection: reading, validation, limits, writing, pings.
 //! - [`room`]: one room's task; [`rooms`]: the registry of open rooms.
 //! - [`limits`]: connection caps, accept rate, message rate, violations.
+//! - [`love`]: love taps, counted once and acknowledged when durable.
 //! - [`clock`]: the server clock every protocol time is on.
 //!
 //! `main.rs` only parses flags, sets up logging, binds and calls [`run`].
@@ -20,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod limits;
+pub mod love;
 pub mod room;
 pub mod rooms;
 pub mod server;
@@ -29,6 +31,7 @@ pub use config::{Config, LogFormat};
 pub use server::run;
 
 use limits::ConnectionLimits;
+use love::LoveStore;
 use room::RoomTiming;
 use rooms::Rooms;
 use std::ops::Deref;
@@ -50,6 +53,8 @@ pub struct Shared {
     pub rooms: Rooms,
     /// Connection cap and accept rate.
     pub limits: ConnectionLimits,
+    /// Durable love totals.
+    pub love: LoveStore,
     /// Cancelled when the server starts shutting down: every connection
     /// closes (spread over `--drain`).
     pub shutdown: CancellationToken,
@@ -69,12 +74,16 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// A fresh server state for `config`.
-    pub fn new(config: Config) -> Self {
+    /// A fresh server state for `config`, keeping love in `love`.
+    pub fn new(config: Config, love: LoveStore) -> Self {
         let tracker = TaskTracker::new();
-        let timing = RoomTiming { tick: config.tick, vote_ttl: config.vote_ttl };
+        let timing = RoomTiming {
+            tick: config.tick,
+            vote_ttl: config.vote_ttl,
+        };
         AppState(Arc::new(Shared {
-            rooms: Rooms::new(timing, tracker.clone()),
+            rooms: Rooms::new(timing, tracker.clone(), love.clone()),
+            love,
             limits: ConnectionLimits::new(config.max_connections, config.max_accept_rate),
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),

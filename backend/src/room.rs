@@ -11,8 +11,9 @@
 //! broadcast never waits on any socket.
 
 use crate::clock::now_ms;
+use crate::love::LoveStore;
 use axum::extract::ws::Utf8Bytes;
-use shared::{Consensus, PhaseReport, PhaseSum, ServerMessage, project};
+use shared::{Consensus, PhaseReport, PhaseSum, RoomName, ServerMessage, project};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -40,7 +41,10 @@ pub struct ConsensusFrame {
 impl ConsensusFrame {
     fn new(consensus: Consensus) -> Self {
         let text = ServerMessage::Consensus(consensus).to_json();
-        Self { consensus, text: Utf8Bytes::from(text) }
+        Self {
+            consensus,
+            text: Utf8Bytes::from(text),
+        }
     }
 }
 
@@ -48,9 +52,14 @@ impl ConsensusFrame {
 #[derive(Debug)]
 pub enum Control {
     /// A connection joined; the room answers with a consensus for it alone.
-    Join { conn: ConnId, reply: oneshot::Sender<ConsensusFrame> },
+    Join {
+        conn: ConnId,
+        reply: oneshot::Sender<ConsensusFrame>,
+    },
     /// A connection left.
     Leave { conn: ConnId },
+    /// Love was made durable; the room's total is now at least `total`.
+    Love { total: u64 },
 }
 
 /// A phase report from one connection, stamped when it arrived.
@@ -96,7 +105,12 @@ struct Room {
 
 /// Starts a room's task and returns the handle to reach it. The task ends
 /// when every `control` sender (the registry's and each member's) is gone.
-pub fn spawn(name: String, timing: RoomTiming, tracker: &tokio_util::task::TaskTracker) -> RoomHandle {
+pub fn spawn(
+    name: RoomName,
+    timing: RoomTiming,
+    tracker: &tokio_util::task::TaskTracker,
+    love: LoveStore,
+) -> RoomHandle {
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE);
     let first = Consensus {
@@ -110,13 +124,30 @@ pub fn spawn(name: String, timing: RoomTiming, tracker: &tokio_util::task::TaskT
         love: 0,
     };
     let (consensus_tx, consensus_rx) = watch::channel(ConsensusFrame::new(first));
-    let room = Room { members: HashMap::new(), last: first, timing };
+    let room = Room {
+        members: HashMap::new(),
+        last: first,
+        timing,
+    };
     tracker.spawn(async move {
         tracing::debug!(room = %name, "room opened");
+        let mut room = room;
+        // Joins wait in the channel until the total is known, so no one
+        // sees this room without its love.
+        match love.total(name.clone()).await {
+            Ok(total) => room.last.love = total,
+            Err(error) => {
+                tracing::error!(room = %name, %error, "cannot read the room's love total")
+            }
+        }
         room.run(control_rx, report_rx, consensus_tx).await;
         tracing::debug!(room = %name, "room closed");
     });
-    RoomHandle { control: control_tx, reports: report_tx, consensus: consensus_rx }
+    RoomHandle {
+        control: control_tx,
+        reports: report_tx,
+        consensus: consensus_rx,
+    }
 }
 
 impl Room {
@@ -142,6 +173,11 @@ impl Room {
                     }
                     Some(Control::Leave { conn }) => {
                         self.members.remove(&conn);
+                    }
+                    Some(Control::Love { total }) => {
+                        // Commits can be acknowledged out of order across
+                        // sockets; totals only grow.
+                        self.last.love = self.last.love.max(total);
                     }
                     None => break,
                 },

@@ -5,7 +5,8 @@
 //! removed exactly when its last member leaves and a later join starts a new
 //! one.
 
-use crate::room::{self, ConnId, Control, ConsensusFrame, RoomHandle, RoomTiming};
+use crate::love::LoveStore;
+use crate::room::{self, ConnId, ConsensusFrame, Control, RoomHandle, RoomTiming};
 use shared::RoomName;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ struct Registry {
     open: Mutex<HashMap<RoomName, (RoomHandle, usize)>>,
     timing: RoomTiming,
     tracker: TaskTracker,
+    love: LoveStore,
 }
 
 /// One connection's place in a room; leaving happens on drop.
@@ -45,8 +47,13 @@ pub struct RoomGone;
 
 impl Rooms {
     /// An empty registry whose rooms tick with `timing` and run on `tracker`.
-    pub fn new(timing: RoomTiming, tracker: TaskTracker) -> Self {
-        Self(Arc::new(Registry { open: Mutex::new(HashMap::new()), timing, tracker }))
+    pub fn new(timing: RoomTiming, tracker: TaskTracker, love: LoveStore) -> Self {
+        Self(Arc::new(Registry {
+            open: Mutex::new(HashMap::new()),
+            timing,
+            tracker,
+            love,
+        }))
     }
 
     /// How many rooms are open.
@@ -63,7 +70,10 @@ impl Rooms {
         // A panic while holding this lock cannot leave the map half-updated
         // (every critical section is a single insert, update or remove), so
         // a poisoned lock is still safe to use.
-        self.0.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Joins `conn` to room `name`, opening the room if needed, and returns
@@ -76,7 +86,15 @@ impl Rooms {
         let handle = {
             let mut open = self.lock();
             let entry = open.entry(name.clone()).or_insert_with(|| {
-                (room::spawn(name.to_string(), self.0.timing, &self.0.tracker), 0)
+                (
+                    room::spawn(
+                        name.clone(),
+                        self.0.timing,
+                        &self.0.tracker,
+                        self.0.love.clone(),
+                    ),
+                    0,
+                )
             });
             entry.1 += 1;
             entry.0.clone()
@@ -86,7 +104,13 @@ impl Rooms {
         // point is delivered, so the newcomer sees no gap in `seq`.
         let mut consensus = handle.consensus.clone();
         consensus.mark_unchanged();
-        let membership = Membership { rooms: self.clone(), name, conn, handle, consensus };
+        let membership = Membership {
+            rooms: self.clone(),
+            name,
+            conn,
+            handle,
+            consensus,
+        };
         let (reply, answer) = oneshot::channel();
         membership
             .handle

@@ -5,7 +5,9 @@
 //! connection gets `--header-timeout` to send its request headers, and
 //! shutdown waits for every WebSocket to be closed (spread over `--drain`).
 
+use crate::love::{LoveStore, sqlite::SqliteLove};
 use crate::{AppState, Config, app};
+use anyhow::Context;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -26,7 +28,15 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let state = AppState::new(config);
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+    let store = SqliteLove::open(&config.data_dir).with_context(|| {
+        format!(
+            "cannot open the love store in {}",
+            config.data_dir.display()
+        )
+    })?;
+    let state = AppState::new(config, LoveStore::start(store));
     let router = app(state.clone());
     let header_timeout = state.config.header_timeout;
     let drain = state.config.drain;
@@ -47,9 +57,9 @@ pub async fn run(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(
-            router.clone().map_request(|request: axum::http::Request<Incoming>| request.map(axum::body::Body::new)),
-        );
+        let service = TowerToHyperService::new(router.clone().map_request(
+            |request: axum::http::Request<Incoming>| request.map(axum::body::Body::new),
+        ));
         let stop = state.shutdown.clone();
         state.tracker.spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
@@ -72,13 +82,23 @@ pub async fn run(
         });
     }
 
-    tracing::info!(open = state.limits.open(), ?drain, "shutting down: draining connections");
+    tracing::info!(
+        open = state.limits.open(),
+        ?drain,
+        "shutting down: draining connections"
+    );
     state.draining.store(true, Ordering::Relaxed);
     drop(listener);
     state.shutdown.cancel();
     state.tracker.close();
-    if tokio::time::timeout(drain + DRAIN_GRACE, state.tracker.wait()).await.is_err() {
-        tracing::warn!(open = state.limits.open(), "some connections did not close in time");
+    if tokio::time::timeout(drain + DRAIN_GRACE, state.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = state.limits.open(),
+            "some connections did not close in time"
+        );
     }
     tracing::info!("shut down");
     Ok(())

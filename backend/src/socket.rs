@@ -9,12 +9,13 @@
 use crate::AppState;
 use crate::clock::now_ms;
 use crate::limits::{ConnectionSlot, MessageLimiter, Verdict, ViolationCounter};
-use crate::room::{ConnId, Report};
+use crate::love::{Tap, TapOutcome};
+use crate::room::{ConnId, Control, Report};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use rand::Rng;
 use shared::{
-    ClientId, ClientMessage, ErrorCode, PROTOCOL_VERSION, ProtocolError, RoomName, ServerMessage,
-    TimeReply, Welcome,
+    ClientId, ClientMessage, ErrorCode, LoveAck, PROTOCOL_VERSION, ProtocolError, RoomName,
+    ServerMessage, TimeReply, Welcome, protocol::MAX_LOVE_STEP,
 };
 use std::time::Duration;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -88,7 +89,8 @@ impl Wire {
     }
 
     async fn send_json(&mut self, message: &ServerMessage) -> Result<(), WriteFailed> {
-        self.send(Message::Text(Utf8Bytes::from(message.to_json()))).await
+        self.send(Message::Text(Utf8Bytes::from(message.to_json())))
+            .await
     }
 
     async fn send_error(&mut self, error: ProtocolError) -> Result<(), WriteFailed> {
@@ -97,14 +99,26 @@ impl Wire {
 
     /// Sends a close frame (best effort, briefly) and ends the connection.
     async fn close(mut self, code: u16, reason: &'static str) {
-        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-        let _ = timeout(Duration::from_secs(1), self.socket.send(Message::Close(Some(frame)))).await;
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let _ = timeout(
+            Duration::from_secs(1),
+            self.socket.send(Message::Close(Some(frame))),
+        )
+        .await;
     }
 }
 
 /// Serves one upgraded connection until it ends.
 pub async fn serve(socket: WebSocket, state: AppState, connection: Connection) {
-    let Connection { conn, room, client_id, slot: _slot } = connection;
+    let Connection {
+        conn,
+        room,
+        client_id,
+        slot: _slot,
+    } = connection;
     let reason = run(socket, &state, conn, room.clone(), &client_id).await;
     tracing::debug!(conn, %room, %client_id, reason = reason.as_str(), "connection closed");
 }
@@ -117,7 +131,10 @@ async fn run(
     client_id: &ClientId,
 ) -> CloseReason {
     let config = &state.config;
-    let mut wire = Wire { socket, write_timeout: config.write_timeout };
+    let mut wire = Wire {
+        socket,
+        write_timeout: config.write_timeout,
+    };
     let Ok((mut membership, first)) = state.rooms.join(room.clone(), conn).await else {
         wire.close(close_code::AWAY, "server shutting down").await;
         return CloseReason::RoomGone;
@@ -139,13 +156,14 @@ async fn run(
         return reason;
     }
 
-    let mut limiter =
-        MessageLimiter::new(config.message_rate, config.message_burst, config.flood_close_after);
-    let mut violations = ViolationCounter::new(config.max_violations, config.violation_window);
-    let mut pings = tokio::time::interval_at(
-        Instant::now() + config.ping_interval,
-        config.ping_interval,
+    let mut limiter = MessageLimiter::new(
+        config.message_rate,
+        config.message_burst,
+        config.flood_close_after,
     );
+    let mut violations = ViolationCounter::new(config.max_violations, config.violation_window);
+    let mut pings =
+        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pong_deadline: Option<Instant> = None;
     let mut close_at: Option<Instant> = None;
@@ -244,10 +262,35 @@ async fn run(
                     Ok(ClientMessage::Time { t0 }) => {
                         Some(ServerMessage::Time(TimeReply { t0, server_time: now_ms() }))
                     }
-                    Ok(ClientMessage::Love { .. }) => Some(ServerMessage::Error(ProtocolError::new(
-                        ErrorCode::Internal,
-                        "love is not available on this server yet",
-                    ))),
+                    Ok(ClientMessage::Love { seq }) => {
+                        let tap = Tap { room: room.clone(), client: client_id.clone(), seq };
+                        match state.love.tap(tap).await {
+                            Ok(TapOutcome::Counted { added, total }) => {
+                                if added > 0 {
+                                    let _ = membership.handle.control.send(Control::Love { total });
+                                }
+                                Some(ServerMessage::LoveAck(LoveAck { seq, total }))
+                            }
+                            Ok(TapOutcome::TooBig { last }) => {
+                                let error = ProtocolError::new(
+                                    ErrorCode::BadLove,
+                                    format!("seq {seq} jumps more than {MAX_LOVE_STEP} past the last one ({last}); nothing was counted"),
+                                );
+                                if violations.record(now) {
+                                    wire.close(close_code::POLICY, "too many protocol violations").await;
+                                    return CloseReason::Violations;
+                                }
+                                Some(ServerMessage::Error(error))
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "love not saved");
+                                Some(ServerMessage::Error(ProtocolError::new(
+                                    ErrorCode::Internal,
+                                    "your love could not be saved; send it again later",
+                                )))
+                            }
+                        }
+                    }
                     Err(error) => {
                         if violations.record(now) {
                             wire.close(close_code::POLICY, "too many protocol violations").await;
@@ -256,10 +299,10 @@ async fn run(
                         Some(ServerMessage::Error(error))
                     }
                 };
-                if let Some(reply) = reply {
-                    if let Err(WriteFailed(reason)) = wire.send_json(&reply).await {
-                        return reason;
-                    }
+                if let Some(reply) = reply
+                    && let Err(WriteFailed(reason)) = wire.send_json(&reply).await
+                {
+                    return reason;
                 }
             }
         }

@@ -29,7 +29,10 @@ pub struct TestServer {
 
 /// A configuration for tests: defaults, with a fresh temporary data dir.
 pub fn test_config(data_dir: &std::path::Path) -> Config {
-    Config { data_dir: data_dir.to_owned(), ..Config::default() }
+    Config {
+        data_dir: data_dir.to_owned(),
+        ..Config::default()
+    }
 }
 
 impl TestServer {
@@ -43,12 +46,21 @@ impl TestServer {
         let data = tempfile::tempdir().expect("temporary data dir");
         let mut config = test_config(data.path());
         adjust(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        let task = tokio::spawn(backend::run(listener, config, async move { stopped.cancelled().await }));
-        Self { addr, stop, task, _data: data }
+        let task = tokio::spawn(backend::run(listener, config, async move {
+            stopped.cancelled().await
+        }));
+        Self {
+            addr,
+            stop,
+            task,
+            _data: data,
+        }
     }
 
     /// `http://addr/path`.
@@ -98,7 +110,9 @@ impl Client {
     /// Connects and reads the welcome and the first consensus, which must
     /// come first and in that order.
     pub async fn join(url: &str) -> anyhow::Result<(Self, Welcome, Consensus)> {
-        let mut client = Self::connect(url).await.with_context(|| format!("connect {url}"))?;
+        let mut client = Self::connect(url)
+            .await
+            .with_context(|| format!("connect {url}"))?;
         let welcome = match client.next().await? {
             ServerMessage::Welcome(w) => w,
             other => bail!("expected welcome first, got {other:?}"),
@@ -117,7 +131,10 @@ impl Client {
 
     /// Sends a raw text frame.
     pub async fn send_text(&mut self, text: &str) {
-        self.socket.send(Message::text(text)).await.expect("send text");
+        self.socket
+            .send(Message::text(text))
+            .await
+            .expect("send text");
     }
 
     /// Sends a raw frame.
@@ -168,10 +185,10 @@ impl Client {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if let ServerMessage::Consensus(c) = self.next_within(left).await? {
-                if check(&c) {
-                    return Ok(c);
-                }
+            if let ServerMessage::Consensus(c) = self.next_within(left).await?
+                && check(&c)
+            {
+                return Ok(c);
             }
         }
     }
@@ -213,4 +230,167 @@ impl Client {
 /// The server's clock as the tests read it (ms since the epoch).
 pub fn now_ms() -> f64 {
     backend::clock::now_ms()
+}
+
+/// The `heartsync` binary: `HEARTSYNC_BIN`, or the one beside this test in
+/// the target dir, built first if missing.
+pub fn server_binary() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("HEARTSYNC_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // <target>/<profile>/deps/it-<hash> -> <target>/<profile>/heartsync
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target layout");
+    let binary = profile_dir.join("heartsync");
+    if !binary.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--package", "backend", "--bin", "heartsync"])
+            .status()
+            .expect("run cargo build for the server binary");
+        assert!(status.success(), "building the heartsync binary failed");
+    }
+    binary
+}
+
+/// The real `heartsync` binary running as a child process.
+pub struct ServerProcess {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: tokio::process::Child,
+    /// Its log lines (JSON), read in the background.
+    pub logs: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl ServerProcess {
+    /// Starts the binary with `args` (plus `--addr 127.0.0.1:0` and JSON
+    /// logs) and waits until it listens. Fails with the process's output if
+    /// it exits first.
+    pub async fn start(args: &[&str]) -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(server_binary())
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--log",
+                "info",
+            ])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn heartsync")?;
+        let (tx, mut logs) = tokio::sync::mpsc::unbounded_channel();
+        let stdout = child.stdout.take().context("stdout")?;
+        let stderr = child.stderr.take().context("stderr")?;
+        for reader in [
+            Box::pin(stdout) as std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+            Box::pin(stderr),
+        ] {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(reader).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        drop(tx);
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = match tokio::time::timeout_at(deadline, logs.recv()).await {
+                Ok(Some(line)) => line,
+                Ok(None) => bail!("heartsync exited before listening:\n{}", seen.join("\n")),
+                Err(_) => bail!(
+                    "heartsync did not start listening in time:\n{}",
+                    seen.join("\n")
+                ),
+            };
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                && json["fields"]["message"] == "heartsync listening"
+            {
+                {
+                    let addr = json["fields"]["addr"]
+                        .as_str()
+                        .context("addr field")?
+                        .parse()?;
+                    return Ok(Self { addr, child, logs });
+                }
+            }
+            seen.push(line);
+        }
+    }
+
+    /// Starts the binary expecting it to fail; returns its exit code and
+    /// everything it printed.
+    pub async fn start_failing(args: &[&str]) -> anyhow::Result<(Option<i32>, String)> {
+        let output = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::new(server_binary())
+                .args(["--addr", "127.0.0.1:0"])
+                .args(args)
+                .output(),
+        )
+        .await
+        .context("heartsync kept running")??;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok((output.status.code(), text))
+    }
+
+    /// `ws://addr/path`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// `http://addr/path`.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") with `kill(1)`.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub async fn wait(&mut self, patience: Duration) -> anyhow::Result<Option<i32>> {
+        let status = tokio::time::timeout(patience, self.child.wait())
+            .await
+            .context("heartsync did not exit in time")??;
+        Ok(status.code())
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a fresh TCP connection: the status code.
+pub async fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response)).await??;
+    let text = String::from_utf8_lossy(&response);
+    let status = text.split_whitespace().nth(1).context("no status line")?;
+    Ok(status.parse()?)
 }
