@@ -15,6 +15,9 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 /// Extra time, past `--drain`, that shutdown waits for connections to close
@@ -40,11 +43,29 @@ pub async fn run(
     let router = app(state.clone());
     let header_timeout = state.config.header_timeout;
     let drain = state.config.drain;
+    // HTTP connections are tracked apart from WebSockets and rooms: they keep
+    // being served while the WebSockets drain (so `/readyz` can say 503), and
+    // are stopped last.
+    let http_stop = CancellationToken::new();
+    let http_tasks = TaskTracker::new();
+    let mut drain_deadline: Option<Instant> = None;
     tokio::pin!(shutdown);
 
     loop {
         let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut shutdown, if drain_deadline.is_none() => {
+                tracing::info!(open = state.limits.open(), ?drain, "shutting down: draining connections");
+                state.draining.store(true, Ordering::Relaxed);
+                state.shutdown.cancel();
+                state.tracker.close();
+                drain_deadline = Some(Instant::now() + drain + DRAIN_GRACE);
+                continue;
+            }
+            () = state.tracker.wait(), if drain_deadline.is_some() => break,
+            () = sleep_until(drain_deadline.unwrap_or_else(Instant::now)), if drain_deadline.is_some() => {
+                tracing::warn!(open = state.limits.open(), "some connections did not close in time");
+                break;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -60,8 +81,8 @@ pub async fn run(
         let service = TowerToHyperService::new(router.clone().map_request(
             |request: axum::http::Request<Incoming>| request.map(axum::body::Body::new),
         ));
-        let stop = state.shutdown.clone();
-        state.tracker.spawn(async move {
+        let stop = http_stop.clone();
+        http_tasks.spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
@@ -82,24 +103,10 @@ pub async fn run(
         });
     }
 
-    tracing::info!(
-        open = state.limits.open(),
-        ?drain,
-        "shutting down: draining connections"
-    );
-    state.draining.store(true, Ordering::Relaxed);
     drop(listener);
-    state.shutdown.cancel();
-    state.tracker.close();
-    if tokio::time::timeout(drain + DRAIN_GRACE, state.tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            open = state.limits.open(),
-            "some connections did not close in time"
-        );
-    }
+    http_stop.cancel();
+    http_tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), http_tasks.wait()).await;
     tracing::info!("shut down");
     Ok(())
 }

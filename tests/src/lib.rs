@@ -1,6 +1,8 @@
 //! Helpers for heartsync's integration and browser tests: start the real
 //! server on a free port, talk protocol v1 to it over real sockets.
 
+pub mod browser;
+
 use anyhow::{Context, bail};
 use backend::Config;
 use futures_util::{SinkExt, StreamExt};
@@ -316,13 +318,11 @@ impl ServerProcess {
             if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
                 && json["fields"]["message"] == "heartsync listening"
             {
-                {
-                    let addr = json["fields"]["addr"]
-                        .as_str()
-                        .context("addr field")?
-                        .parse()?;
-                    return Ok(Self { addr, child, logs });
-                }
+                let addr = json["fields"]["addr"]
+                    .as_str()
+                    .context("addr field")?
+                    .parse()?;
+                return Ok(Self { addr, child, logs });
             }
             seen.push(line);
         }

@@ -18,7 +18,7 @@ async fn with_voters(client: &mut Client, voters: u32) -> shared::Consensus {
         .expect("a consensus with every vote in")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn welcome_comes_first_then_a_consensus_at_once() {
     let server = TestServer::start_with(|c| c.tick = Duration::from_secs(30)).await;
     let started = std::time::Instant::now();
@@ -39,7 +39,7 @@ async fn welcome_comes_first_then_a_consensus_at_once() {
     server.shutdown().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn bare_ws_is_room_main_and_assigns_a_client_id() {
     let server = TestServer::start().await;
     let (_client, welcome, _) = server.join("/ws").await;
@@ -53,7 +53,7 @@ async fn bare_ws_is_room_main_and_assigns_a_client_id() {
     assert_ne!(welcome.client_id, second.client_id);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn ticks_come_at_the_configured_rate_with_rising_seq() {
     let server = TestServer::start_with(|c| c.tick = Duration::from_millis(100)).await;
     let (mut client, _, first) = server.join("/ws/metronome").await;
@@ -77,7 +77,7 @@ async fn ticks_come_at_the_configured_rate_with_rising_seq() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn time_requests_are_echoed_with_the_server_clock() {
     let server = TestServer::start().await;
     let (mut client, _, _) = server.join("/ws/clock").await;
@@ -95,7 +95,7 @@ async fn time_requests_are_echoed_with_the_server_clock() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn invalid_room_names_are_refused_before_the_upgrade() {
     let server = TestServer::start().await;
     let too_long = "x".repeat(65);
@@ -118,7 +118,7 @@ async fn invalid_room_names_are_refused_before_the_upgrade() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn presence_counts_up_and_down() {
     let server = TestServer::start_with(|c| c.tick = Duration::from_millis(50)).await;
     let (mut watcher, _, first) = server.join("/ws/presence").await;
@@ -146,7 +146,7 @@ async fn presence_counts_up_and_down() {
         .unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn rooms_are_isolated() {
     let server = TestServer::start_with(|c| c.tick = Duration::from_millis(50)).await;
     let (mut red, _, _) = server.join("/ws/red").await;
@@ -164,7 +164,7 @@ async fn rooms_are_isolated() {
     assert_eq!(seen_blue.bpm, 72.0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn circular_mean_wraps_at_one() {
     let server = TestServer::start_with(|c| c.tick = Duration::from_millis(50)).await;
     let (mut a, _, _) = server.join("/ws/wrap").await;
@@ -189,7 +189,7 @@ async fn circular_mean_wraps_at_one() {
     assert_eq!(c.bpm, 60.0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn evenly_spread_phases_have_no_coherence() {
     let server = TestServer::start_with(|c| c.tick = Duration::from_millis(50)).await;
     let mut clients = Vec::new();
@@ -204,7 +204,7 @@ async fn evenly_spread_phases_have_no_coherence() {
     assert!(c.coherence < 1e-9, "coherence {}", c.coherence);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn reports_are_projected_to_the_tick_time() {
     let server = TestServer::start_with(|c| c.tick = Duration::from_millis(50)).await;
     let (mut a, _, _) = server.join("/ws/project").await;
@@ -227,7 +227,7 @@ async fn reports_are_projected_to_the_tick_time() {
     assert!(c.coherence > 0.9, "coherence {}", c.coherence);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn without_voters_the_beat_runs_on_and_old_votes_expire() {
     let server = TestServer::start_with(|c| {
         c.tick = Duration::from_millis(50);

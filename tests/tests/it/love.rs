@@ -16,7 +16,7 @@ async fn love(client: &mut Client, seq: u64) -> anyhow::Result<LoveAck> {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn taps_are_acknowledged_in_order_and_replays_count_nothing() {
     let server = TestServer::start_with(|c| c.tick = Duration::from_millis(50)).await;
     let (mut a, _, _) = server.join("/ws/valentine?client_id=client-aaaa").await;
@@ -48,7 +48,7 @@ async fn taps_are_acknowledged_in_order_and_replays_count_nothing() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_tappers_with_replays_add_exactly_what_they_tapped() {
     let server = TestServer::start_with(|c| {
         c.tick = Duration::from_millis(50);
@@ -85,7 +85,7 @@ async fn concurrent_tappers_with_replays_add_exactly_what_they_tapped() {
     assert_eq!(elsewhere.love, 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_love_survives_kill_9() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_str().unwrap().to_owned();
@@ -111,7 +111,7 @@ async fn acknowledged_love_survives_kill_9() {
     assert_eq!(love(&mut client, 31).await.unwrap().total, 31);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_or_unwritable_data_dir_fails_at_start_with_a_clear_message() {
     let data = tempfile::tempdir().unwrap();
     std::fs::write(

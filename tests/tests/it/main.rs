@@ -1,5 +1,7 @@
 //! heartsync's integration tests: one binary, one module per behaviour family.
 
+mod browser;
 mod consensus;
+mod limits;
 mod love;
 mod protocol;

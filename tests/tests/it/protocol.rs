@@ -4,7 +4,7 @@ use shared::{ClientMessage, ErrorCode, PhaseReport};
 use std::time::Duration;
 use tests::{TestServer, now_ms};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_messages_get_errors_and_the_connection_stays_usable() {
     let server = TestServer::start_with(|c| c.tick = Duration::from_millis(50)).await;
     let (mut client, _, _) = server.join("/ws/errors").await;
