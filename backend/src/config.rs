@@ -87,11 +87,7 @@ pub struct Config {
 
     /// An extra browser origin allowed to open WebSockets (repeatable), e.g.
     /// `https://heartsync.example`. The server's own origin is always allowed.
-    #[arg(
-        long = "allowed-origin",
-        env = "HEARTSYNC_ALLOWED_ORIGINS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "allowed-origin", env = "HEARTSYNC_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
     /// On shutdown, WebSocket closes are spread over this long.

@@ -4,6 +4,7 @@
 
 use crate::AppState;
 use crate::limits::Refusal;
+use crate::metrics::metrics;
 use crate::socket::{self, Connection};
 use axum::Router;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
@@ -16,8 +17,11 @@ use rand::distr::Alphanumeric;
 use serde::Deserialize;
 use shared::{ClientId, RoomName};
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
 
 /// The one error type of the HTTP layer: a status and a message for the
 /// person (or program) that made the request.
@@ -29,10 +33,7 @@ pub struct HttpError {
 
 impl HttpError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
+        Self { status, message: message.into() }
     }
 }
 
@@ -40,12 +41,17 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let mut response = (self.status, self.message).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
+}
+
+const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
+fn request_span(request: &axum::extract::Request) -> tracing::Span {
+    let id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
 }
 
 /// The router for the whole server.
@@ -65,6 +71,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .route("/ws", get(ws_main))
         .route("/ws/{room}", get(ws_room))
         .route_service("/", page())
@@ -72,13 +79,33 @@ pub fn router(state: AppState) -> Router {
         .route("/r/{room}", get(room_page))
         .fallback_service(ServeDir::new(&static_dir))
         .with_state(state)
+        // Request ids: taken from `x-request-id` or made, put on a span
+        // around every log line of the request, and echoed in the response.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+async fn metrics_text() -> Response {
+    let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    ([(header::CONTENT_TYPE, content_type)], metrics().render()).into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.load(Ordering::Relaxed) {
         return HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
-    "ready".into_response()
+    let check = tokio::time::timeout(Duration::from_secs(2), state.love.check_writable()).await;
+    match check {
+        Ok(Ok(())) => "ready".into_response(),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "not ready: the love store cannot be written");
+            HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "storage is not writable")
+                .into_response()
+        }
+        Err(_) => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "storage is not answering")
+            .into_response(),
+    }
 }
 
 async fn room_page(
@@ -94,9 +121,7 @@ async fn room_page(
         Ok(response) => response.into_response(),
         Err(infallible) => match infallible {},
     };
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
@@ -137,36 +162,27 @@ fn upgrade_to_room(
         Some(id) => ClientId::parse(&id).map_err(|m| HttpError::new(StatusCode::BAD_REQUEST, m))?,
         None => new_client_id(),
     };
-    check_origin(&state, &headers)?;
+    check_origin(&state, &headers).inspect_err(|_| metrics().upgrade_refused("origin"))?;
     if state.draining.load(Ordering::Relaxed) {
-        return Err(HttpError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is shutting down",
-        ));
+        metrics().upgrade_refused("draining");
+        return Err(HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"));
     }
     let upgrade = upgrade.map_err(|rejection| {
         HttpError::new(
             rejection.status(),
-            format!(
-                "{}: this endpoint takes WebSocket upgrades",
-                rejection.body_text()
-            ),
+            format!("{}: this endpoint takes WebSocket upgrades", rejection.body_text()),
         )
     })?;
     let slot = state.limits.admit().map_err(|refusal| {
-        let message = match refusal {
-            Refusal::Full => "the server is at its connection limit; retry later",
-            Refusal::TooFast => "too many new connections; retry in a second",
+        let (reason, message) = match refusal {
+            Refusal::Full => ("full", "the server is at its connection limit; retry later"),
+            Refusal::TooFast => ("too_fast", "too many new connections; retry in a second"),
         };
+        metrics().upgrade_refused(reason);
         HttpError::new(StatusCode::SERVICE_UNAVAILABLE, message)
     })?;
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
-    let connection = Connection {
-        conn,
-        room,
-        client_id,
-        slot,
-    };
+    let connection = Connection { conn, room, client_id, slot };
     let max = state.config.max_message_bytes;
     let tracker_token = state.tracker.token();
     let response = upgrade
@@ -185,11 +201,7 @@ fn upgrade_to_room(
 }
 
 fn new_client_id() -> ClientId {
-    let id: String = rand::rng()
-        .sample_iter(Alphanumeric)
-        .take(16)
-        .map(char::from)
-        .collect();
+    let id: String = rand::rng().sample_iter(Alphanumeric).take(16).map(char::from).collect();
     // Sixteen alphanumerics always satisfy the client-id rules.
     ClientId::parse(&id).unwrap_or_else(|_| unreachable!("generated client ids are valid"))
 }
@@ -201,19 +213,10 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> 
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
-    let forbidden = || {
-        HttpError::new(
-            StatusCode::FORBIDDEN,
-            "this origin may not open WebSockets here",
-        )
-    };
+    let forbidden =
+        || HttpError::new(StatusCode::FORBIDDEN, "this origin may not open WebSockets here");
     let origin = origin.to_str().map_err(|_| forbidden())?;
-    if state
-        .config
-        .allowed_origins
-        .iter()
-        .any(|allowed| allowed.trim_end_matches('/') == origin)
-    {
+    if state.config.allowed_origins.iter().any(|allowed| allowed.trim_end_matches('/') == origin) {
         return Ok(());
     }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());

@@ -13,6 +13,7 @@
 //! - [`room`]: one room's task; [`rooms`]: the registry of open rooms.
 //! - [`limits`]: connection caps, accept rate, message rate, violations.
 //! - [`love`]: love taps, counted once and acknowledged when durable.
+//! - [`metrics`]: what `/metrics` shows operators.
 //! - [`clock`]: the server clock every protocol time is on.
 //!
 //! `main.rs` only parses flags, sets up logging, binds and calls [`run`].
@@ -22,6 +23,7 @@ pub mod config;
 pub mod http;
 pub mod limits;
 pub mod love;
+pub mod metrics;
 pub mod room;
 pub mod rooms;
 pub mod server;
@@ -77,10 +79,7 @@ impl AppState {
     /// A fresh server state for `config`, keeping love in `love`.
     pub fn new(config: Config, love: LoveStore) -> Self {
         let tracker = TaskTracker::new();
-        let timing = RoomTiming {
-            tick: config.tick,
-            vote_ttl: config.vote_ttl,
-        };
+        let timing = RoomTiming { tick: config.tick, vote_ttl: config.vote_ttl };
         AppState(Arc::new(Shared {
             rooms: Rooms::new(timing, tracker.clone(), love.clone()),
             love,

@@ -122,22 +122,16 @@ impl MessageLimiter {
         if self.bucket.check().is_ok() {
             return Verdict::Accept;
         }
-        let paused = self
-            .last_drop
-            .is_none_or(|t| now.duration_since(t) >= FLOOD_PAUSE);
+        let paused = self.last_drop.is_none_or(|t| now.duration_since(t) >= FLOOD_PAUSE);
         if paused {
             self.flooding_since = Some(now);
         }
         self.last_drop = Some(now);
-        if self
-            .flooding_since
-            .is_some_and(|t| now.duration_since(t) >= self.close_after)
-        {
+        if self.flooding_since.is_some_and(|t| now.duration_since(t) >= self.close_after) {
             return Verdict::Close;
         }
-        let notify = self
-            .last_notice
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        let notify =
+            self.last_notice.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
         if notify {
             self.last_notice = Some(now);
         }
@@ -157,20 +151,12 @@ pub struct ViolationCounter {
 impl ViolationCounter {
     /// Closes after `max` violations within `window`.
     pub fn new(max: u32, window: Duration) -> Self {
-        Self {
-            max,
-            window,
-            recent: std::collections::VecDeque::new(),
-        }
+        Self { max, window, recent: std::collections::VecDeque::new() }
     }
 
     /// Records a violation at `now`; true when the client is over the limit.
     pub fn record(&mut self, now: Instant) -> bool {
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > self.window)
-        {
+        while self.recent.front().is_some_and(|t| now.duration_since(*t) > self.window) {
             self.recent.pop_front();
         }
         self.recent.push_back(now);

@@ -12,6 +12,7 @@
 
 use crate::clock::now_ms;
 use crate::love::LoveStore;
+use crate::metrics::metrics;
 use axum::extract::ws::Utf8Bytes;
 use shared::{Consensus, PhaseReport, PhaseSum, RoomName, ServerMessage, project};
 use std::collections::HashMap;
@@ -36,15 +37,14 @@ pub struct ConsensusFrame {
     pub consensus: Consensus,
     /// `consensus` as a protocol text frame.
     pub text: Utf8Bytes,
+    /// When the room's tick began, for the broadcast-lag metric.
+    pub ticked: Instant,
 }
 
 impl ConsensusFrame {
-    fn new(consensus: Consensus) -> Self {
+    fn new(consensus: Consensus, ticked: Instant) -> Self {
         let text = ServerMessage::Consensus(consensus).to_json();
-        Self {
-            consensus,
-            text: Utf8Bytes::from(text),
-        }
+        Self { consensus, text: Utf8Bytes::from(text), ticked }
     }
 }
 
@@ -52,10 +52,7 @@ impl ConsensusFrame {
 #[derive(Debug)]
 pub enum Control {
     /// A connection joined; the room answers with a consensus for it alone.
-    Join {
-        conn: ConnId,
-        reply: oneshot::Sender<ConsensusFrame>,
-    },
+    Join { conn: ConnId, reply: oneshot::Sender<ConsensusFrame> },
     /// A connection left.
     Leave { conn: ConnId },
     /// Love was made durable; the room's total is now at least `total`.
@@ -101,6 +98,33 @@ struct Room {
     /// The last consensus published: with no voters, the beat runs on from it.
     last: Consensus,
     timing: RoomTiming,
+    /// This room's share of the server-wide gauges.
+    gauges: RoomGauges,
+}
+
+/// What this room last added to the server-wide hearts and voters gauges,
+/// so each tick adds only the change and a closing room takes its share back.
+#[derive(Debug, Default)]
+struct RoomGauges {
+    hearts: f64,
+    voters: f64,
+}
+
+impl RoomGauges {
+    fn update(&mut self, consensus: &Consensus) {
+        let m = metrics();
+        let (hearts, voters) = (f64::from(consensus.hearts), f64::from(consensus.voters));
+        m.hearts.increment(hearts - self.hearts);
+        m.voters.increment(voters - self.voters);
+        (self.hearts, self.voters) = (hearts, voters);
+        if consensus.voters > 0 {
+            m.room_coherence.record(consensus.coherence);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.update(&Consensus { hearts: 0, voters: 0, ..Consensus::default() });
+    }
 }
 
 /// Starts a room's task and returns the handle to reach it. The task ends
@@ -123,14 +147,11 @@ pub fn spawn(
         voters: 0,
         love: 0,
     };
-    let (consensus_tx, consensus_rx) = watch::channel(ConsensusFrame::new(first));
-    let room = Room {
-        members: HashMap::new(),
-        last: first,
-        timing,
-    };
+    let (consensus_tx, consensus_rx) = watch::channel(ConsensusFrame::new(first, Instant::now()));
+    let room = Room { members: HashMap::new(), last: first, timing, gauges: RoomGauges::default() };
     tracker.spawn(async move {
         tracing::debug!(room = %name, "room opened");
+        metrics().rooms_active.increment(1.0);
         let mut room = room;
         // Joins wait in the channel until the total is known, so no one
         // sees this room without its love.
@@ -141,13 +162,10 @@ pub fn spawn(
             }
         }
         room.run(control_rx, report_rx, consensus_tx).await;
+        metrics().rooms_active.decrement(1.0);
         tracing::debug!(room = %name, "room closed");
     });
-    RoomHandle {
-        control: control_tx,
-        reports: report_tx,
-        consensus: consensus_rx,
-    }
+    RoomHandle { control: control_tx, reports: report_tx, consensus: consensus_rx }
 }
 
 impl Room {
@@ -168,8 +186,9 @@ impl Room {
                         self.members.insert(conn, None);
                         // The newcomer gets the room as of now without waiting a
                         // tick, under the last seq so it sees no gap.
-                        let fresh = self.compute(now_ms(), Instant::now(), self.last.seq);
-                        let _ = reply.send(ConsensusFrame::new(fresh));
+                        let now = Instant::now();
+                        let fresh = self.compute(now_ms(), now, self.last.seq);
+                        let _ = reply.send(ConsensusFrame::new(fresh, now));
                     }
                     Some(Control::Leave { conn }) => {
                         self.members.remove(&conn);
@@ -187,12 +206,16 @@ impl Room {
                     }
                 }
                 _ = ticks.tick() => {
-                    let next = self.compute(now_ms(), Instant::now(), self.last.seq + 1);
+                    let ticked = Instant::now();
+                    let next = self.compute(now_ms(), ticked, self.last.seq + 1);
+                    self.gauges.update(&next);
                     self.last = next;
-                    consensus.send_replace(ConsensusFrame::new(next));
+                    consensus.send_replace(ConsensusFrame::new(next, ticked));
+                    metrics().tick_duration.record(ticked.elapsed().as_secs_f64());
                 }
             }
         }
+        self.gauges.clear();
     }
 
     /// The room's consensus at server time `at_ms` (monotonic `now`).
@@ -211,11 +234,9 @@ impl Room {
         let (phase, coherence, bpm) = match sum.order() {
             Some(order) => (order.phase, order.coherence, bpm_total / voters as f64),
             // Nobody votes: the beat runs on from the last consensus.
-            None => (
-                project(self.last.phase, self.last.bpm, self.last.at, at_ms),
-                0.0,
-                self.last.bpm,
-            ),
+            None => {
+                (project(self.last.phase, self.last.bpm, self.last.at, at_ms), 0.0, self.last.bpm)
+            }
         };
         Consensus {
             seq,

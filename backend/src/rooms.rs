@@ -48,12 +48,7 @@ pub struct RoomGone;
 impl Rooms {
     /// An empty registry whose rooms tick with `timing` and run on `tracker`.
     pub fn new(timing: RoomTiming, tracker: TaskTracker, love: LoveStore) -> Self {
-        Self(Arc::new(Registry {
-            open: Mutex::new(HashMap::new()),
-            timing,
-            tracker,
-            love,
-        }))
+        Self(Arc::new(Registry { open: Mutex::new(HashMap::new()), timing, tracker, love }))
     }
 
     /// How many rooms are open.
@@ -70,10 +65,7 @@ impl Rooms {
         // A panic while holding this lock cannot leave the map half-updated
         // (every critical section is a single insert, update or remove), so
         // a poisoned lock is still safe to use.
-        self.0
-            .open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Joins `conn` to room `name`, opening the room if needed, and returns
@@ -86,15 +78,7 @@ impl Rooms {
         let handle = {
             let mut open = self.lock();
             let entry = open.entry(name.clone()).or_insert_with(|| {
-                (
-                    room::spawn(
-                        name.clone(),
-                        self.0.timing,
-                        &self.0.tracker,
-                        self.0.love.clone(),
-                    ),
-                    0,
-                )
+                (room::spawn(name.clone(), self.0.timing, &self.0.tracker, self.0.love.clone()), 0)
             });
             entry.1 += 1;
             entry.0.clone()
@@ -104,19 +88,9 @@ impl Rooms {
         // point is delivered, so the newcomer sees no gap in `seq`.
         let mut consensus = handle.consensus.clone();
         consensus.mark_unchanged();
-        let membership = Membership {
-            rooms: self.clone(),
-            name,
-            conn,
-            handle,
-            consensus,
-        };
+        let membership = Membership { rooms: self.clone(), name, conn, handle, consensus };
         let (reply, answer) = oneshot::channel();
-        membership
-            .handle
-            .control
-            .send(Control::Join { conn, reply })
-            .map_err(|_| RoomGone)?;
+        membership.handle.control.send(Control::Join { conn, reply }).map_err(|_| RoomGone)?;
         let first = answer.await.map_err(|_| RoomGone)?;
         Ok((membership, first))
     }

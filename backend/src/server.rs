@@ -33,12 +33,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
-    let store = SqliteLove::open(&config.data_dir).with_context(|| {
-        format!(
-            "cannot open the love store in {}",
-            config.data_dir.display()
-        )
-    })?;
+    let store = SqliteLove::open(&config.data_dir)
+        .with_context(|| format!("cannot open the love store in {}", config.data_dir.display()))?;
     let state = AppState::new(config, LoveStore::start(store));
     let router = app(state.clone());
     let header_timeout = state.config.header_timeout;

@@ -10,6 +10,7 @@ use crate::AppState;
 use crate::clock::now_ms;
 use crate::limits::{ConnectionSlot, MessageLimiter, Verdict, ViolationCounter};
 use crate::love::{Tap, TapOutcome};
+use crate::metrics::metrics;
 use crate::room::{ConnId, Control, Report};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use rand::Rng;
@@ -89,8 +90,15 @@ impl Wire {
     }
 
     async fn send_json(&mut self, message: &ServerMessage) -> Result<(), WriteFailed> {
-        self.send(Message::Text(Utf8Bytes::from(message.to_json())))
-            .await
+        let m = metrics();
+        match message {
+            ServerMessage::Welcome(_) => m.sent_welcome.increment(1),
+            ServerMessage::Consensus(_) => m.sent_consensus.increment(1),
+            ServerMessage::Time(_) => m.sent_time.increment(1),
+            ServerMessage::Error(e) => m.error_sent(e.code),
+            ServerMessage::LoveAck(_) => m.sent_love_ack.increment(1),
+        }
+        self.send(Message::Text(Utf8Bytes::from(message.to_json()))).await
     }
 
     async fn send_error(&mut self, error: ProtocolError) -> Result<(), WriteFailed> {
@@ -99,27 +107,21 @@ impl Wire {
 
     /// Sends a close frame (best effort, briefly) and ends the connection.
     async fn close(mut self, code: u16, reason: &'static str) {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
-        let _ = timeout(
-            Duration::from_secs(1),
-            self.socket.send(Message::Close(Some(frame))),
-        )
-        .await;
+        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+        let _ =
+            timeout(Duration::from_secs(1), self.socket.send(Message::Close(Some(frame)))).await;
     }
 }
 
 /// Serves one upgraded connection until it ends.
 pub async fn serve(socket: WebSocket, state: AppState, connection: Connection) {
-    let Connection {
-        conn,
-        room,
-        client_id,
-        slot: _slot,
-    } = connection;
+    let Connection { conn, room, client_id, slot: _slot } = connection;
+    let m = metrics();
+    m.connections_opened.increment(1);
+    m.connections_open.increment(1.0);
     let reason = run(socket, &state, conn, room.clone(), &client_id).await;
+    m.connections_open.decrement(1.0);
+    m.connection_closed(reason.as_str());
     tracing::debug!(conn, %room, %client_id, reason = reason.as_str(), "connection closed");
 }
 
@@ -131,10 +133,7 @@ async fn run(
     client_id: &ClientId,
 ) -> CloseReason {
     let config = &state.config;
-    let mut wire = Wire {
-        socket,
-        write_timeout: config.write_timeout,
-    };
+    let mut wire = Wire { socket, write_timeout: config.write_timeout };
     let Ok((mut membership, first)) = state.rooms.join(room.clone(), conn).await else {
         wire.close(close_code::AWAY, "server shutting down").await;
         return CloseReason::RoomGone;
@@ -152,15 +151,13 @@ async fn run(
     if let Err(WriteFailed(reason)) = wire.send_json(&welcome).await {
         return reason;
     }
+    metrics().sent_consensus.increment(1);
     if let Err(WriteFailed(reason)) = wire.send(Message::Text(first.text)).await {
         return reason;
     }
 
-    let mut limiter = MessageLimiter::new(
-        config.message_rate,
-        config.message_burst,
-        config.flood_close_after,
-    );
+    let mut limiter =
+        MessageLimiter::new(config.message_rate, config.message_burst, config.flood_close_after);
     let mut violations = ViolationCounter::new(config.max_violations, config.violation_window);
     let mut pings =
         tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
@@ -184,6 +181,7 @@ async fn run(
             }
             () = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
                 wire.close(close_code::AWAY, "no pong").await;
+                metrics().pongs_missed.increment(1);
                 return CloseReason::PongTimeout;
             }
             changed = membership.consensus.changed() => {
@@ -191,14 +189,21 @@ async fn run(
                     wire.close(close_code::AWAY, "server shutting down").await;
                     return CloseReason::RoomGone;
                 }
-                let text = membership.consensus.borrow_and_update().text.clone();
+                let (text, ticked) = {
+                    let frame = membership.consensus.borrow_and_update();
+                    (frame.text.clone(), frame.ticked)
+                };
                 if let Err(WriteFailed(reason)) = wire.send(Message::Text(text)).await {
                     return reason;
                 }
+                let m = metrics();
+                m.sent_consensus.increment(1);
+                m.broadcast_lag.record(ticked.elapsed().as_secs_f64());
             }
             _ = pings.tick() => {
                 if pong_deadline.is_none() {
                     pong_deadline = Some(Instant::now() + config.pong_timeout);
+                    metrics().pings_sent.increment(1);
                     if let Err(WriteFailed(reason)) = wire.send(Message::Ping(Default::default())).await {
                         return reason;
                     }
@@ -230,6 +235,7 @@ async fn run(
                 match limiter.check(now) {
                     Verdict::Accept => {}
                     Verdict::Drop { notify } => {
+                        metrics().rate_limited.increment(1);
                         if notify {
                             let error = ProtocolError::new(
                                 ErrorCode::RateLimited,
@@ -256,16 +262,23 @@ async fn run(
                 let reply = match parsed {
                     Ok(ClientMessage::Phase(report)) => {
                         // A full queue drops the report: the next one replaces it.
-                        let _ = membership.handle.reports.try_send(Report { conn, report, received: now });
+                        metrics().received_phase.increment(1);
+                        if membership.handle.reports.try_send(Report { conn, report, received: now }).is_err() {
+                            metrics().reports_dropped.increment(1);
+                        }
                         None
                     }
                     Ok(ClientMessage::Time { t0 }) => {
+                        metrics().received_time.increment(1);
                         Some(ServerMessage::Time(TimeReply { t0, server_time: now_ms() }))
                     }
                     Ok(ClientMessage::Love { seq }) => {
+                        metrics().received_love.increment(1);
                         let tap = Tap { room: room.clone(), client: client_id.clone(), seq };
                         match state.love.tap(tap).await {
                             Ok(TapOutcome::Counted { added, total }) => {
+                                metrics().love_taps.increment(added);
+                                metrics().love_ack.record(now.elapsed().as_secs_f64());
                                 if added > 0 {
                                     let _ = membership.handle.control.send(Control::Love { total });
                                 }
@@ -292,6 +305,11 @@ async fn run(
                         }
                     }
                     Err(error) => {
+                        if error.code == ErrorCode::BinaryFrame {
+                            metrics().received_binary.increment(1);
+                        } else {
+                            metrics().received_invalid.increment(1);
+                        }
                         if violations.record(now) {
                             wire.close(close_code::POLICY, "too many protocol violations").await;
                             return CloseReason::Violations;

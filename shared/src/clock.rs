@@ -47,11 +47,7 @@ mod tests {
     #[test]
     fn offset_of_symmetric_round_trip() {
         // The server is 1000 ms ahead; the request took 10 ms each way.
-        let sample = ClockSample {
-            t0: 0.0,
-            server_time: 1010.0,
-            t1: 20.0,
-        };
+        let sample = ClockSample { t0: 0.0, server_time: 1010.0, t1: 20.0 };
         assert_eq!(sample.offset(), 1000.0);
         assert_eq!(sample.round_trip(), 20.0);
     }
@@ -59,26 +55,10 @@ mod tests {
     #[test]
     fn best_offset_keeps_the_shortest_round_trip() {
         let samples = [
-            ClockSample {
-                t0: 0.0,
-                server_time: 1300.0,
-                t1: 400.0,
-            },
-            ClockSample {
-                t0: 500.0,
-                server_time: 1505.0,
-                t1: 510.0,
-            },
-            ClockSample {
-                t0: 600.0,
-                server_time: 1700.0,
-                t1: 800.0,
-            },
-            ClockSample {
-                t0: 900.0,
-                server_time: 1.0,
-                t1: 899.0,
-            },
+            ClockSample { t0: 0.0, server_time: 1300.0, t1: 400.0 },
+            ClockSample { t0: 500.0, server_time: 1505.0, t1: 510.0 },
+            ClockSample { t0: 600.0, server_time: 1700.0, t1: 800.0 },
+            ClockSample { t0: 900.0, server_time: 1.0, t1: 899.0 },
         ];
         assert_eq!(best_offset(&samples), Some(1000.0));
         assert_eq!(best_offset(&[]), None);

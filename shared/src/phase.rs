@@ -149,10 +149,7 @@ mod tests {
 
     #[test]
     fn kuramoto_pulls_toward_consensus() {
-        let target = OrderParameter {
-            phase: 0.3,
-            coherence: 1.0,
-        };
+        let target = OrderParameter { phase: 0.3, coherence: 1.0 };
         let mut phase = 0.1;
         for _ in 0..600 {
             // Beat at 0 bpm so only the pull moves the phase.

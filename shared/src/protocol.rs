@@ -83,7 +83,7 @@ pub struct Welcome {
 }
 
 /// A room's shared beat at the instant `at`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Consensus {
     /// Rises by one every tick of this room.
     pub seq: u64,
@@ -184,10 +184,7 @@ pub struct ProtocolError {
 impl ProtocolError {
     /// An error with `code` and a human-readable `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 }
 
@@ -201,10 +198,7 @@ impl ClientMessage {
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| ProtocolError::new(ErrorCode::BadJson, format!("not valid JSON: {e}")))?;
         let Some(object) = value.as_object() else {
-            return Err(ProtocolError::new(
-                ErrorCode::BadJson,
-                "a message must be a JSON object",
-            ));
+            return Err(ProtocolError::new(ErrorCode::BadJson, "a message must be a JSON object"));
         };
         match object.get("type").and_then(|t| t.as_str()) {
             Some("phase" | "time" | "love") => {}
@@ -231,10 +225,9 @@ impl ClientMessage {
     fn validate(&self, server_now_ms: f64) -> Result<(), ProtocolError> {
         match self {
             ClientMessage::Phase(report) => report.validate(server_now_ms),
-            ClientMessage::Time { t0 } if !t0.is_finite() => Err(ProtocolError::new(
-                ErrorCode::BadField,
-                "t0 must be a finite number",
-            )),
+            ClientMessage::Time { t0 } if !t0.is_finite() => {
+                Err(ProtocolError::new(ErrorCode::BadField, "t0 must be a finite number"))
+            }
             ClientMessage::Time { .. } | ClientMessage::Love { .. } => Ok(()),
         }
     }
@@ -387,42 +380,25 @@ mod tests {
             voters: 2,
             love: 9,
         }));
-        round_trip_server(ServerMessage::Time(TimeReply {
-            t0: 12.5,
-            server_time: NOW,
-        }));
-        round_trip_server(ServerMessage::Error(ProtocolError::new(
-            ErrorCode::BadBpm,
-            "x",
-        )));
+        round_trip_server(ServerMessage::Time(TimeReply { t0: 12.5, server_time: NOW }));
+        round_trip_server(ServerMessage::Error(ProtocolError::new(ErrorCode::BadBpm, "x")));
         round_trip_server(ServerMessage::LoveAck(LoveAck { seq: 3, total: 40 }));
     }
 
     #[test]
     fn client_messages_round_trip() {
         for message in [
-            ClientMessage::Phase(PhaseReport {
-                phase: 0.5,
-                bpm: 72.0,
-                at: NOW,
-            }),
+            ClientMessage::Phase(PhaseReport { phase: 0.5, bpm: 72.0, at: NOW }),
             ClientMessage::Time { t0: 3.25 },
             ClientMessage::Love { seq: 4 },
         ] {
-            assert_eq!(
-                ClientMessage::parse(&message.to_json(), NOW).unwrap(),
-                message
-            );
+            assert_eq!(ClientMessage::parse(&message.to_json(), NOW).unwrap(), message);
         }
     }
 
     #[test]
     fn wire_shape_is_flat_with_a_type() {
-        let json = ServerMessage::Time(TimeReply {
-            t0: 1.0,
-            server_time: 2.0,
-        })
-        .to_json();
+        let json = ServerMessage::Time(TimeReply { t0: 1.0, server_time: 2.0 }).to_json();
         assert_eq!(json, r#"{"type":"time","t0":1.0,"server_time":2.0}"#);
         let json = ServerMessage::Error(ProtocolError::new(ErrorCode::BadJson, "m")).to_json();
         assert_eq!(json, r#"{"type":"error","code":"bad_json","message":"m"}"#);
@@ -439,24 +415,15 @@ mod tests {
     fn bad_messages_get_the_right_code() {
         check("not json", ErrorCode::BadJson);
         check("[1,2]", ErrorCode::BadJson);
-        check(
-            &format!("{}{}", "[".repeat(200), "]".repeat(200)),
-            ErrorCode::BadJson,
-        );
+        check(&format!("{}{}", "[".repeat(200), "]".repeat(200)), ErrorCode::BadJson);
         check(r#"{"type":"dance"}"#, ErrorCode::UnknownType);
         check(r#"{"phase":0.5}"#, ErrorCode::BadField);
         check(r#"{"type":5}"#, ErrorCode::BadField);
-        check(
-            r#"{"type":"phase","phase":"half","bpm":72,"at":1}"#,
-            ErrorCode::BadField,
-        );
+        check(r#"{"type":"phase","phase":"half","bpm":72,"at":1}"#, ErrorCode::BadField);
         check(r#"{"type":"phase","bpm":72,"at":1}"#, ErrorCode::BadField);
         check(r#"{"type":"time","t0":1,"extra":2}"#, ErrorCode::BadField);
         check(r#"{"type":"love","seq":-1}"#, ErrorCode::BadField);
-        check(
-            r#"{"type":"phase","phase":1e400,"bpm":72,"at":1}"#,
-            ErrorCode::BadJson,
-        );
+        check(r#"{"type":"phase","phase":1e400,"bpm":72,"at":1}"#, ErrorCode::BadJson);
         let phase = |p: f64, bpm: f64, at: f64| {
             format!(r#"{{"type":"phase","phase":{p:?},"bpm":{bpm:?},"at":{at:?}}}"#)
         };

@@ -31,10 +31,7 @@ pub struct TestServer {
 
 /// A configuration for tests: defaults, with a fresh temporary data dir.
 pub fn test_config(data_dir: &std::path::Path) -> Config {
-    Config {
-        data_dir: data_dir.to_owned(),
-        ..Config::default()
-    }
+    Config { data_dir: data_dir.to_owned(), ..Config::default() }
 }
 
 impl TestServer {
@@ -48,21 +45,13 @@ impl TestServer {
         let data = tempfile::tempdir().expect("temporary data dir");
         let mut config = test_config(data.path());
         adjust(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        let task = tokio::spawn(backend::run(listener, config, async move {
-            stopped.cancelled().await
-        }));
-        Self {
-            addr,
-            stop,
-            task,
-            _data: data,
-        }
+        let task =
+            tokio::spawn(backend::run(listener, config, async move { stopped.cancelled().await }));
+        Self { addr, stop, task, _data: data }
     }
 
     /// `http://addr/path`.
@@ -112,9 +101,7 @@ impl Client {
     /// Connects and reads the welcome and the first consensus, which must
     /// come first and in that order.
     pub async fn join(url: &str) -> anyhow::Result<(Self, Welcome, Consensus)> {
-        let mut client = Self::connect(url)
-            .await
-            .with_context(|| format!("connect {url}"))?;
+        let mut client = Self::connect(url).await.with_context(|| format!("connect {url}"))?;
         let welcome = match client.next().await? {
             ServerMessage::Welcome(w) => w,
             other => bail!("expected welcome first, got {other:?}"),
@@ -133,10 +120,7 @@ impl Client {
 
     /// Sends a raw text frame.
     pub async fn send_text(&mut self, text: &str) {
-        self.socket
-            .send(Message::text(text))
-            .await
-            .expect("send text");
+        self.socket.send(Message::text(text)).await.expect("send text");
     }
 
     /// Sends a raw frame.
@@ -242,10 +226,7 @@ pub fn server_binary() -> std::path::PathBuf {
     }
     let exe = std::env::current_exe().expect("current exe");
     // <target>/<profile>/deps/it-<hash> -> <target>/<profile>/heartsync
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target layout");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target layout");
     let binary = profile_dir.join("heartsync");
     if !binary.is_file() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -274,14 +255,7 @@ impl ServerProcess {
     pub async fn start(args: &[&str]) -> anyhow::Result<Self> {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(server_binary())
-            .args([
-                "--addr",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--log",
-                "info",
-            ])
+            .args(["--addr", "127.0.0.1:0", "--log-format", "json", "--log", "info"])
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -310,18 +284,12 @@ impl ServerProcess {
             let line = match tokio::time::timeout_at(deadline, logs.recv()).await {
                 Ok(Some(line)) => line,
                 Ok(None) => bail!("heartsync exited before listening:\n{}", seen.join("\n")),
-                Err(_) => bail!(
-                    "heartsync did not start listening in time:\n{}",
-                    seen.join("\n")
-                ),
+                Err(_) => bail!("heartsync did not start listening in time:\n{}", seen.join("\n")),
             };
             if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
                 && json["fields"]["message"] == "heartsync listening"
             {
-                let addr = json["fields"]["addr"]
-                    .as_str()
-                    .context("addr field")?
-                    .parse()?;
+                let addr = json["fields"]["addr"].as_str().context("addr field")?.parse()?;
                 return Ok(Self { addr, child, logs });
             }
             seen.push(line);
@@ -384,13 +352,36 @@ impl ServerProcess {
 
 /// A minimal HTTP/1.1 GET over a fresh TCP connection: the status code.
 pub async fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
+    Ok(http_get(addr, path).await?.0)
+}
+
+/// A minimal HTTP/1.1 GET over a fresh TCP connection: the status code and
+/// the body (the server answers `Connection: close` requests unchunked or
+/// chunked; chunk sizes are stripped).
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response)).await??;
-    let text = String::from_utf8_lossy(&response);
-    let status = text.split_whitespace().nth(1).context("no status line")?;
-    Ok(status.parse()?)
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
+    let status = head.split_whitespace().nth(1).context("no status line")?.parse()?;
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
 }

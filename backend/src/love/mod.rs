@@ -50,6 +50,9 @@ pub trait LoveBackend: Send + 'static {
 
     /// The room's love total.
     fn total(&mut self, room: &RoomName) -> Result<u64, StoreError>;
+
+    /// Fails unless the store can take a write now (for `/readyz`).
+    fn check_writable(&mut self) -> Result<(), StoreError>;
 }
 
 /// Storage failed.
@@ -76,6 +79,7 @@ pub fn taps_added(last: u64, seq: u64) -> Option<u64> {
 enum Request {
     Tap(Tap, oneshot::Sender<Result<TapOutcome, String>>),
     Total(RoomName, oneshot::Sender<Result<u64, String>>),
+    Check(oneshot::Sender<Result<(), String>>),
 }
 
 /// The handle sockets and rooms use; cloning shares the writer.
@@ -89,6 +93,7 @@ impl std::fmt::Debug for Request {
         match self {
             Request::Tap(tap, _) => write!(f, "Tap({tap:?})"),
             Request::Total(room, _) => write!(f, "Total({room})"),
+            Request::Check(_) => write!(f, "Check"),
         }
     }
 }
@@ -111,27 +116,22 @@ impl LoveStore {
     /// Counts `tap`, returning once it is durable.
     pub async fn tap(&self, tap: Tap) -> Result<TapOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Tap(tap, reply))
-            .await
-            .map_err(|_| StoreError::Stopped)?;
-        answer
-            .await
-            .map_err(|_| StoreError::Stopped)?
-            .map_err(StoreError::Incompatible)
+        self.requests.send(Request::Tap(tap, reply)).await.map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?.map_err(StoreError::Incompatible)
+    }
+
+    /// Whether the store can take a write now.
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request::Check(reply)).await.map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?.map_err(StoreError::Incompatible)
     }
 
     /// The room's love total.
     pub async fn total(&self, room: RoomName) -> Result<u64, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Total(room, reply))
-            .await
-            .map_err(|_| StoreError::Stopped)?;
-        answer
-            .await
-            .map_err(|_| StoreError::Stopped)?
-            .map_err(StoreError::Incompatible)
+        self.requests.send(Request::Total(room, reply)).await.map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?.map_err(StoreError::Incompatible)
     }
 }
 
@@ -152,6 +152,10 @@ fn write_loop(mut backend: impl LoveBackend, mut queue: mpsc::Receiver<Request>)
                     // committed first so a read never misses one.
                     flush(&mut backend, &mut taps, &mut replies);
                     let _ = reply.send(backend.total(&room).map_err(|e| e.to_string()));
+                }
+                Request::Check(reply) => {
+                    flush(&mut backend, &mut taps, &mut replies);
+                    let _ = reply.send(backend.check_writable().map_err(|e| e.to_string()));
                 }
             }
             next = queue.try_recv().ok();

@@ -46,9 +46,7 @@ impl SqliteLove {
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let version: i64 = self
-            .db
-            .pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let version: i64 = self.db.pragma_query_value(None, "user_version", |row| row.get(0))?;
         let version = usize::try_from(version).unwrap_or(usize::MAX);
         if version > MIGRATIONS.len() {
             return Err(StoreError::Incompatible(format!(
@@ -100,19 +98,13 @@ impl LoveBackend for SqliteLove {
                             .query_row(params![room], |row| row.get(0))
                             .optional()?
                             .unwrap_or(0);
-                        TapOutcome::Counted {
-                            added: 0,
-                            total: u64::try_from(now).unwrap_or(0),
-                        }
+                        TapOutcome::Counted { added: 0, total: u64::try_from(now).unwrap_or(0) }
                     }
                     Some(added) => {
                         set_seq.execute(params![room, client, to_sql(tap.seq)])?;
                         let now: i64 =
                             add.query_row(params![room, to_sql(added)], |row| row.get(0))?;
-                        TapOutcome::Counted {
-                            added,
-                            total: u64::try_from(now).unwrap_or(0),
-                        }
+                        TapOutcome::Counted { added, total: u64::try_from(now).unwrap_or(0) }
                     }
                 };
                 outcomes.push(outcome);
@@ -120,6 +112,14 @@ impl LoveBackend for SqliteLove {
         }
         tx.commit()?;
         Ok(outcomes)
+    }
+
+    fn check_writable(&mut self) -> Result<(), StoreError> {
+        // Taking the write lock proves the file is writable and not locked
+        // by someone else; nothing is written.
+        let tx = self.db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.rollback()?;
+        Ok(())
     }
 
     fn total(&mut self, room: &RoomName) -> Result<u64, StoreError> {
@@ -147,11 +147,7 @@ mod tests {
     use shared::ClientId;
 
     fn tap(room: &str, client: &str, seq: u64) -> Tap {
-        Tap {
-            room: RoomName::parse(room).unwrap(),
-            client: ClientId::parse(client).unwrap(),
-            seq,
-        }
+        Tap { room: RoomName::parse(room).unwrap(), client: ClientId::parse(client).unwrap(), seq }
     }
 
     #[test]

@@ -44,11 +44,7 @@ async fn bare_ws_is_room_main_and_assigns_a_client_id() {
     let server = TestServer::start().await;
     let (_client, welcome, _) = server.join("/ws").await;
     assert_eq!(welcome.room, "main");
-    assert!(
-        shared::ClientId::parse(&welcome.client_id).is_ok(),
-        "{}",
-        welcome.client_id
-    );
+    assert!(shared::ClientId::parse(&welcome.client_id).is_ok(), "{}", welcome.client_id);
     let (_other, second, _) = server.join("/ws").await;
     assert_ne!(welcome.client_id, second.client_id);
 }
@@ -64,11 +60,7 @@ async fn ticks_come_at_the_configured_rate_with_rising_seq() {
     }
     let elapsed = started.elapsed();
     for pair in seqs.windows(2) {
-        assert_eq!(
-            pair[1],
-            pair[0] + 1,
-            "seq must rise by one per tick: {seqs:?}"
-        );
+        assert_eq!(pair[1], pair[0] + 1, "seq must rise by one per tick: {seqs:?}");
     }
     // 20 ticks of 100 ms.
     assert!(
@@ -100,9 +92,7 @@ async fn invalid_room_names_are_refused_before_the_upgrade() {
     let server = TestServer::start().await;
     let too_long = "x".repeat(65);
     for room in ["bad%20name", "caf%C3%A9", too_long.as_str(), "a.b"] {
-        let error = Client::connect(&server.ws_url(&format!("/ws/{room}")))
-            .await
-            .err();
+        let error = Client::connect(&server.ws_url(&format!("/ws/{room}"))).await.err();
         match error {
             Some(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 assert_eq!(response.status(), 400, "room {room:?}");
@@ -110,9 +100,7 @@ async fn invalid_room_names_are_refused_before_the_upgrade() {
             other => panic!("room {room:?}: expected HTTP 400, got {other:?}"),
         }
     }
-    let error = Client::connect(&server.ws_url("/ws/ok?client_id=short"))
-        .await
-        .err();
+    let error = Client::connect(&server.ws_url("/ws/ok?client_id=short")).await.err();
     assert!(
         matches!(error, Some(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 400)
     );
@@ -124,26 +112,14 @@ async fn presence_counts_up_and_down() {
     let (mut watcher, _, first) = server.join("/ws/presence").await;
     assert_eq!(first.hearts, 1);
     let (second, _, joined) = server.join("/ws/presence").await;
-    assert_eq!(
-        joined.hearts, 2,
-        "a newcomer's first consensus counts itself"
-    );
+    assert_eq!(joined.hearts, 2, "a newcomer's first consensus counts itself");
     let (third, _, _) = server.join("/ws/presence").await;
-    watcher
-        .consensus_where(Duration::from_secs(2), |c| c.hearts == 3)
-        .await
-        .unwrap();
+    watcher.consensus_where(Duration::from_secs(2), |c| c.hearts == 3).await.unwrap();
     second.close().await;
-    watcher
-        .consensus_where(Duration::from_secs(2), |c| c.hearts == 2)
-        .await
-        .unwrap();
+    watcher.consensus_where(Duration::from_secs(2), |c| c.hearts == 2).await.unwrap();
     // A connection that just vanishes counts as gone too.
     drop(third);
-    watcher
-        .consensus_where(Duration::from_secs(2), |c| c.hearts == 1)
-        .await
-        .unwrap();
+    watcher.consensus_where(Duration::from_secs(2), |c| c.hearts == 1).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -156,10 +132,7 @@ async fn rooms_are_isolated() {
     let seen_red = with_voters(&mut red, 1).await;
     assert_eq!(seen_red.hearts, 1);
     assert_eq!(seen_red.bpm, 90.0);
-    let seen_blue = blue
-        .consensus_where(Duration::from_secs(2), |c| c.hearts == 2)
-        .await
-        .unwrap();
+    let seen_blue = blue.consensus_where(Duration::from_secs(2), |c| c.hearts == 2).await.unwrap();
     assert_eq!(seen_blue.voters, 0);
     assert_eq!(seen_blue.bpm, 72.0);
 }
@@ -175,17 +148,9 @@ async fn circular_mean_wraps_at_one() {
     let c = with_voters(&mut a, 2).await;
     // The mean of 0.95 and 0.05 is 0.0 (not 0.5), carried forward to c.at.
     let expected = project(0.0, 60.0, at, c.at);
-    assert!(
-        difference(c.phase, expected).abs() < 1e-6,
-        "phase {} expected {expected}",
-        c.phase
-    );
+    assert!(difference(c.phase, expected).abs() < 1e-6, "phase {} expected {expected}", c.phase);
     let r = (std::f64::consts::PI * 0.1).cos();
-    assert!(
-        (c.coherence - r).abs() < 1e-6,
-        "coherence {} expected {r}",
-        c.coherence
-    );
+    assert!((c.coherence - r).abs() < 1e-6, "coherence {} expected {r}", c.coherence);
     assert_eq!(c.bpm, 60.0);
 }
 

@@ -14,9 +14,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 /// Upgrades to `url` with an `Origin` header; the HTTP status on refusal.
 async fn connect_from(url: &str, origin: &str) -> Result<(), u16> {
     let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("Origin", HeaderValue::from_str(origin).unwrap());
+    request.headers_mut().insert("Origin", HeaderValue::from_str(origin).unwrap());
     match tokio_tungstenite::connect_async(request).await {
         Ok(_) => Ok(()),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
@@ -39,10 +37,7 @@ async fn an_oversized_message_closes_with_1009() {
     let (mut client, _, _) = server.join("/ws/big").await;
     let big = format!(r#"{{"type":"time","t0":1,"pad":"{}"}}"#, "x".repeat(5000));
     client.send_text(&big).await;
-    assert_eq!(
-        client.ended(Duration::from_secs(5)).await.unwrap(),
-        Ended::Closed(1009)
-    );
+    assert_eq!(client.ended(Duration::from_secs(5)).await.unwrap(), Ended::Closed(1009));
     still_serves(&server).await;
 }
 
@@ -50,10 +45,7 @@ async fn an_oversized_message_closes_with_1009() {
 async fn a_binary_frame_gets_an_error_and_the_connection_stays() {
     let server = TestServer::start().await;
     let (mut client, _, _) = server.join("/ws/binary").await;
-    client
-        .send_raw(Message::binary(vec![1u8, 2, 3]))
-        .await
-        .unwrap();
+    client.send_raw(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     assert_eq!(client.next_error().await.unwrap(), ErrorCode::BinaryFrame);
     client.send(&ClientMessage::Time { t0: 1.0 }).await;
     loop {
@@ -72,19 +64,10 @@ async fn foreign_origins_are_refused_and_allowed_ones_accepted() {
     let url = server.ws_url("/ws/origins");
     assert_eq!(connect_from(&url, "https://evil.example").await, Err(403));
     assert_eq!(connect_from(&url, "null").await, Err(403));
-    assert_eq!(
-        connect_from(&url, &format!("http://{}.evil.example", server.addr)).await,
-        Err(403)
-    );
-    assert_eq!(
-        connect_from(&url, "https://heartsync.example").await,
-        Ok(())
-    );
+    assert_eq!(connect_from(&url, &format!("http://{}.evil.example", server.addr)).await, Err(403));
+    assert_eq!(connect_from(&url, "https://heartsync.example").await, Ok(()));
     // The server's own origin, and no origin at all (not a browser).
-    assert_eq!(
-        connect_from(&url, &format!("http://{}", server.addr)).await,
-        Ok(())
-    );
+    assert_eq!(connect_from(&url, &format!("http://{}", server.addr)).await, Ok(()));
     assert!(Client::connect(&url).await.is_ok());
     still_serves(&server).await;
 }
@@ -138,16 +121,10 @@ async fn a_flooder_is_rate_limited_then_closed_and_delays_no_neighbour() {
     println!(
         "neighbour's worst tick gap during the flood: {worst:?}; flooder closed after {lasted:?}"
     );
-    assert!(
-        worst < Duration::from_millis(250),
-        "a neighbour waited {worst:?} for a 100 ms tick"
-    );
+    assert!(worst < Duration::from_millis(250), "a neighbour waited {worst:?} for a 100 ms tick");
     // At most one rate_limited error a second, and nothing else.
     assert_eq!(errors, rate_limited);
-    assert!(
-        (4..=7).contains(&rate_limited),
-        "{rate_limited} rate_limited errors"
-    );
+    assert!((4..=7).contains(&rate_limited), "{rate_limited} rate_limited errors");
     assert!(
         lasted >= Duration::from_secs(5) && lasted < Duration::from_secs(8),
         "closed after {lasted:?}"
@@ -156,10 +133,7 @@ async fn a_flooder_is_rate_limited_then_closed_and_delays_no_neighbour() {
         flooder.ended(Duration::from_secs(1)).await,
         Ok(Ended::Closed(1008)) | Ok(Ended::Dropped) | Err(_)
     ));
-    neighbour
-        .consensus_where(Duration::from_secs(2), |c| c.hearts == 1)
-        .await
-        .unwrap();
+    neighbour.consensus_where(Duration::from_secs(2), |c| c.hearts == 1).await.unwrap();
     still_serves(&server).await;
 }
 
@@ -173,10 +147,7 @@ async fn repeated_protocol_violations_close_with_1008() {
     for _ in 0..9 {
         assert_eq!(client.next_error().await.unwrap(), ErrorCode::BadJson);
     }
-    assert_eq!(
-        client.ended(Duration::from_secs(5)).await.unwrap(),
-        Ended::Closed(1008)
-    );
+    assert_eq!(client.ended(Duration::from_secs(5)).await.unwrap(), Ended::Closed(1008));
     still_serves(&server).await;
 }
 
@@ -194,13 +165,9 @@ async fn a_client_that_never_reads_is_closed_and_delays_no_one() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(server.addr).await.unwrap();
-    let (mut slow, _) = tokio_tungstenite::client_async(server.ws_url("/ws/slow"), stream)
-        .await
-        .unwrap();
-    neighbour
-        .consensus_where(Duration::from_secs(2), |c| c.hearts == 2)
-        .await
-        .unwrap();
+    let (mut slow, _) =
+        tokio_tungstenite::client_async(server.ws_url("/ws/slow"), stream).await.unwrap();
+    neighbour.consensus_where(Duration::from_secs(2), |c| c.hearts == 2).await.unwrap();
     let writer = tokio::spawn(async move {
         let request = Message::text(ClientMessage::Time { t0: 1.0 }.to_json());
         for _ in 0..200_000 {
@@ -215,18 +182,12 @@ async fn a_client_that_never_reads_is_closed_and_delays_no_one() {
     });
     let started = Instant::now();
     let worst = worst_tick_gap(&mut neighbour, Duration::from_secs(3)).await;
-    neighbour
-        .consensus_where(Duration::from_secs(15), |c| c.hearts == 1)
-        .await
-        .unwrap();
+    neighbour.consensus_where(Duration::from_secs(15), |c| c.hearts == 1).await.unwrap();
     println!(
         "slow client dropped after {:?}; neighbour's worst tick gap {worst:?}",
         started.elapsed()
     );
-    assert!(
-        worst < Duration::from_millis(250),
-        "a neighbour waited {worst:?}"
-    );
+    assert!(worst < Duration::from_millis(250), "a neighbour waited {worst:?}");
     writer.abort();
     still_serves(&server).await;
 }
@@ -242,20 +203,11 @@ async fn a_peer_that_never_answers_pings_is_closed() {
     let (mut watcher, _, _) = server.join("/ws/pings").await;
     // tungstenite answers pings only while it reads; this one never reads.
     let (silent, _, _) = server.join("/ws/pings").await;
-    watcher
-        .consensus_where(Duration::from_secs(2), |c| c.hearts == 2)
-        .await
-        .unwrap();
+    watcher.consensus_where(Duration::from_secs(2), |c| c.hearts == 2).await.unwrap();
     let started = Instant::now();
-    watcher
-        .consensus_where(Duration::from_secs(5), |c| c.hearts == 1)
-        .await
-        .unwrap();
+    watcher.consensus_where(Duration::from_secs(5), |c| c.hearts == 1).await.unwrap();
     let closed_after = started.elapsed();
-    assert!(
-        closed_after < Duration::from_secs(2),
-        "closed after {closed_after:?}"
-    );
+    assert!(closed_after < Duration::from_secs(2), "closed after {closed_after:?}");
     // The watcher reads, so it answers pings and stays, many pings later.
     let worst = worst_tick_gap(&mut watcher, Duration::from_millis(1500)).await;
     assert!(worst < Duration::from_millis(300));
@@ -267,10 +219,7 @@ async fn a_peer_that_never_answers_pings_is_closed() {
 async fn a_half_finished_http_request_is_cut_off() {
     let server = TestServer::start_with(|c| c.header_timeout = Duration::from_millis(500)).await;
     let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    stream
-        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
+    stream.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let started = Instant::now();
     let mut buffer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buffer)).await;
@@ -315,16 +264,8 @@ async fn the_accept_rate_cap_answers_503() {
             Err(other) => panic!("{other}"),
         }
     }
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 101).count(),
-        5,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 503).count(),
-        3,
-        "{statuses:?}"
-    );
+    assert_eq!(statuses.iter().filter(|s| **s == 101).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 503).count(), 3, "{statuses:?}");
     // A second later the bucket has refilled.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(Client::connect(&url).await.is_ok());
@@ -339,12 +280,7 @@ async fn sigterm_closes_every_client_with_1001_and_exits_0() {
             .unwrap();
     let mut clients = Vec::new();
     for room in ["a", "a", "b"] {
-        clients.push(
-            Client::join(&server.ws_url(&format!("/ws/{room}")))
-                .await
-                .unwrap()
-                .0,
-        );
+        clients.push(Client::join(&server.ws_url(&format!("/ws/{room}"))).await.unwrap().0);
     }
     assert_eq!(http_status(server.addr, "/readyz").await.unwrap(), 200);
     let started = Instant::now();
@@ -354,10 +290,7 @@ async fn sigterm_closes_every_client_with_1001_and_exits_0() {
     assert_eq!(http_status(server.addr, "/readyz").await.unwrap(), 503);
     assert!(Client::connect(&server.ws_url("/ws/late")).await.is_err());
     for client in &mut clients {
-        assert_eq!(
-            client.ended(Duration::from_secs(3)).await.unwrap(),
-            Ended::Closed(1001)
-        );
+        assert_eq!(client.ended(Duration::from_secs(3)).await.unwrap(), Ended::Closed(1001));
     }
     assert_eq!(server.wait(Duration::from_secs(5)).await.unwrap(), Some(0));
     println!("drained 3 clients and exited in {:?}", started.elapsed());

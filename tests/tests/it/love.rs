@@ -30,22 +30,14 @@ async fn taps_are_acknowledged_in_order_and_replays_count_nothing() {
     // A jump of more than 50 counts nothing and is an error.
     a.send(&ClientMessage::Love { seq: 60 }).await;
     assert_eq!(a.next_error().await.unwrap(), ErrorCode::BadLove);
-    assert_eq!(
-        love(&mut a, 54).await.unwrap(),
-        LoveAck { seq: 54, total: 56 }
-    );
+    assert_eq!(love(&mut a, 54).await.unwrap(), LoveAck { seq: 54, total: 56 });
     // Everyone in the room sees the total in the consensus.
-    b.consensus_where(Duration::from_secs(2), |c| c.love == 56)
-        .await
-        .unwrap();
+    b.consensus_where(Duration::from_secs(2), |c| c.love == 56).await.unwrap();
     // A reconnect with the same client id is the same tapper.
     a.close().await;
     let (mut again, _, first) = server.join("/ws/valentine?client_id=client-aaaa").await;
     assert_eq!(first.love, 56);
-    assert_eq!(
-        love(&mut again, 54).await.unwrap(),
-        LoveAck { seq: 54, total: 56 }
-    );
+    assert_eq!(love(&mut again, 54).await.unwrap(), LoveAck { seq: 54, total: 56 });
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -102,9 +94,8 @@ async fn acknowledged_love_survives_kill_9() {
     drop(client);
     drop(server);
     let server = ServerProcess::start(&["--data-dir", &dir]).await.unwrap();
-    let (mut client, _, first) = Client::join(&server.ws_url("/ws/durable?client_id=survivor1"))
-        .await
-        .unwrap();
+    let (mut client, _, first) =
+        Client::join(&server.ws_url("/ws/durable?client_id=survivor1")).await.unwrap();
     assert_eq!(first.love, 30, "every acknowledged tap survived");
     // Resending acknowledged taps counts nothing.
     assert_eq!(love(&mut client, 30).await.unwrap().total, 30);
@@ -114,15 +105,9 @@ async fn acknowledged_love_survives_kill_9() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_or_unwritable_data_dir_fails_at_start_with_a_clear_message() {
     let data = tempfile::tempdir().unwrap();
-    std::fs::write(
-        data.path().join("heartsync.sqlite3"),
-        b"not a database ".repeat(200),
-    )
-    .unwrap();
+    std::fs::write(data.path().join("heartsync.sqlite3"), b"not a database ".repeat(200)).unwrap();
     let dir = data.path().to_str().unwrap();
-    let (code, output) = ServerProcess::start_failing(&["--data-dir", dir])
-        .await
-        .unwrap();
+    let (code, output) = ServerProcess::start_failing(&["--data-dir", dir]).await.unwrap();
     assert_eq!(code, Some(1), "{output}");
     assert!(output.contains("cannot open the love store"), "{output}");
     assert!(!output.contains("panicked"), "{output}");
@@ -130,9 +115,8 @@ async fn a_corrupt_or_unwritable_data_dir_fails_at_start_with_a_clear_message() 
     // A data dir that is a file cannot be created.
     let file = data.path().join("plain-file");
     std::fs::write(&file, b"x").unwrap();
-    let (code, output) = ServerProcess::start_failing(&["--data-dir", file.to_str().unwrap()])
-        .await
-        .unwrap();
+    let (code, output) =
+        ServerProcess::start_failing(&["--data-dir", file.to_str().unwrap()]).await.unwrap();
     assert_eq!(code, Some(1), "{output}");
     assert!(output.contains("cannot create the data dir"), "{output}");
     assert!(!output.contains("panicked"), "{output}");

@@ -4,4 +4,5 @@ mod browser;
 mod consensus;
 mod limits;
 mod love;
+mod metrics;
 mod protocol;

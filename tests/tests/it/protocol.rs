@@ -11,34 +11,16 @@ async fn bad_messages_get_errors_and_the_connection_stays_usable() {
     let now = now_ms();
     let cases = [
         ("{not json".to_owned(), ErrorCode::BadJson),
-        (
-            format!("{}{}", "[".repeat(500), "]".repeat(500)),
-            ErrorCode::BadJson,
-        ),
+        (format!("{}{}", "[".repeat(500), "]".repeat(500)), ErrorCode::BadJson),
         (r#"{"type":"dance"}"#.to_owned(), ErrorCode::UnknownType),
+        (r#"{"type":"phase","phase":"x","bpm":72,"at":1}"#.to_owned(), ErrorCode::BadField),
+        (format!(r#"{{"type":"phase","phase":1.5,"bpm":72,"at":{now}}}"#), ErrorCode::BadPhase),
+        (format!(r#"{{"type":"phase","phase":0.5,"bpm":500,"at":{now}}}"#), ErrorCode::BadBpm),
         (
-            r#"{"type":"phase","phase":"x","bpm":72,"at":1}"#.to_owned(),
-            ErrorCode::BadField,
-        ),
-        (
-            format!(r#"{{"type":"phase","phase":1.5,"bpm":72,"at":{now}}}"#),
-            ErrorCode::BadPhase,
-        ),
-        (
-            format!(r#"{{"type":"phase","phase":0.5,"bpm":500,"at":{now}}}"#),
-            ErrorCode::BadBpm,
-        ),
-        (
-            format!(
-                r#"{{"type":"phase","phase":0.5,"bpm":72,"at":{}}}"#,
-                now + 60_000.0
-            ),
+            format!(r#"{{"type":"phase","phase":0.5,"bpm":72,"at":{}}}"#, now + 60_000.0),
             ErrorCode::BadTime,
         ),
-        (
-            r#"{"type":"phase","phase":1e999,"bpm":72,"at":1}"#.to_owned(),
-            ErrorCode::BadJson,
-        ),
+        (r#"{"type":"phase","phase":1e999,"bpm":72,"at":1}"#.to_owned(), ErrorCode::BadJson),
     ];
     for (text, code) in cases {
         client.send_text(&text).await;
@@ -47,15 +29,6 @@ async fn bad_messages_get_errors_and_the_connection_stays_usable() {
     // None of it counted as a vote, and the connection still works.
     let c = client.next_consensus().await.unwrap();
     assert_eq!(c.voters, 0);
-    client
-        .send(&ClientMessage::Phase(PhaseReport {
-            phase: 0.1,
-            bpm: 72.0,
-            at: now_ms(),
-        }))
-        .await;
-    client
-        .consensus_where(Duration::from_secs(2), |c| c.voters == 1)
-        .await
-        .unwrap();
+    client.send(&ClientMessage::Phase(PhaseReport { phase: 0.1, bpm: 72.0, at: now_ms() })).await;
+    client.consensus_where(Duration::from_secs(2), |c| c.voters == 1).await.unwrap();
 }

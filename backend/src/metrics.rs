@@ -1,0 +1,166 @@
+//! What operators see at `/metrics`: Prometheus text from the `metrics`
+//! facade and its Prometheus exporter, plus the standard `process_*`
+//! metrics (CPU seconds, resident memory, open descriptors).
+//!
+//! Names follow Prometheus conventions (base units, `_total` counters,
+//! `_seconds`), and labels are bounded: close reasons, message types and
+//! error codes, never room or client names (rooms are unbounded). Every
+//! histogram has explicit buckets, so it renders as a real histogram.
+//!
+//! The recorder is process-wide (one server per process in production);
+//! handles to the hot-path metrics are registered once and reused, so
+//! counting a delivery is an atomic add, not a lookup.
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use shared::ErrorCode;
+use std::sync::OnceLock;
+
+/// Buckets for latencies measured in seconds, from 0.5 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Buckets for coherence, which lies in [0, 1].
+const COHERENCE_BUCKETS: &[f64] = &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0];
+
+/// Handles to every metric the hot paths touch.
+#[derive(Debug)]
+pub struct Metrics {
+    /// WebSocket connections open now.
+    pub connections_open: Gauge,
+    /// WebSocket connections ever opened.
+    pub connections_opened: Counter,
+    /// Consensus messages written.
+    pub sent_consensus: Counter,
+    /// Other messages written, by type.
+    pub sent_welcome: Counter,
+    /// Time replies written.
+    pub sent_time: Counter,
+    /// Error messages written.
+    pub sent_error: Counter,
+    /// Love acks written.
+    pub sent_love_ack: Counter,
+    /// Phase reports received.
+    pub received_phase: Counter,
+    /// Time requests received.
+    pub received_time: Counter,
+    /// Love messages received.
+    pub received_love: Counter,
+    /// Text messages that failed validation.
+    pub received_invalid: Counter,
+    /// Binary frames received.
+    pub received_binary: Counter,
+    /// Messages dropped by the per-connection rate limit.
+    pub rate_limited: Counter,
+    /// Phase reports dropped because a room's queue was full.
+    pub reports_dropped: Counter,
+    /// Pings sent by the server.
+    pub pings_sent: Counter,
+    /// Pings not answered within the pong timeout.
+    pub pongs_missed: Counter,
+    /// How long a room takes to compute and publish its consensus.
+    pub tick_duration: Histogram,
+    /// From a room's tick to the consensus written on one socket.
+    pub broadcast_lag: Histogram,
+    /// Open rooms.
+    pub rooms_active: Gauge,
+    /// Hearts (connections) over all rooms, as of each room's last tick.
+    pub hearts: Gauge,
+    /// Voters over all rooms, as of each room's last tick.
+    pub voters: Gauge,
+    /// Each room's coherence, observed once per tick.
+    pub room_coherence: Histogram,
+    /// Love taps counted (made durable).
+    pub love_taps: Counter,
+    /// From receiving a love message to its ack being ready.
+    pub love_ack: Histogram,
+    handle: PrometheusHandle,
+    process: metrics_process::Collector,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process's metrics, installing the recorder on first use.
+pub fn metrics() -> &'static Metrics {
+    METRICS.get_or_init(install)
+}
+
+fn install() -> Metrics {
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("heartsync_room_coherence".into()),
+                COHERENCE_BUCKETS,
+            )
+        });
+    let handle = match builder.map(PrometheusBuilder::install_recorder) {
+        Ok(Ok(handle)) => handle,
+        // Only fails if another recorder is installed or buckets are empty;
+        // neither happens here, but a server without metrics still serves.
+        other => {
+            tracing::error!(?other, "cannot install the metrics recorder; /metrics will be empty");
+            PrometheusBuilder::new().build_recorder().handle()
+        }
+    };
+    let process = metrics_process::Collector::default();
+    process.describe();
+    let version = env!("CARGO_PKG_VERSION");
+    let git_sha = env!("HEARTSYNC_GIT_SHA");
+    gauge!("heartsync_build_info", "version" => version, "git_sha" => git_sha).set(1.0);
+    let sent = |kind: &'static str| counter!("heartsync_messages_sent_total", "type" => kind);
+    let received =
+        |kind: &'static str| counter!("heartsync_messages_received_total", "type" => kind);
+    Metrics {
+        connections_open: gauge!("heartsync_connections_open"),
+        connections_opened: counter!("heartsync_connections_opened_total"),
+        sent_consensus: sent("consensus"),
+        sent_welcome: sent("welcome"),
+        sent_time: sent("time"),
+        sent_error: sent("error"),
+        sent_love_ack: sent("love_ack"),
+        received_phase: received("phase"),
+        received_time: received("time"),
+        received_love: received("love"),
+        received_invalid: received("invalid"),
+        received_binary: received("binary"),
+        rate_limited: counter!("heartsync_rate_limited_total"),
+        reports_dropped: counter!("heartsync_reports_dropped_total"),
+        pings_sent: counter!("heartsync_pings_sent_total"),
+        pongs_missed: counter!("heartsync_pongs_missed_total"),
+        tick_duration: histogram!("heartsync_tick_duration_seconds"),
+        broadcast_lag: histogram!("heartsync_broadcast_lag_seconds"),
+        rooms_active: gauge!("heartsync_rooms_active"),
+        hearts: gauge!("heartsync_hearts"),
+        voters: gauge!("heartsync_voters"),
+        room_coherence: histogram!("heartsync_room_coherence"),
+        love_taps: counter!("heartsync_love_taps_total"),
+        love_ack: histogram!("heartsync_love_ack_seconds"),
+        handle,
+        process,
+    }
+}
+
+impl Metrics {
+    /// A connection closed for `reason` (a bounded label).
+    pub fn connection_closed(&self, reason: &'static str) {
+        counter!("heartsync_connections_closed_total", "reason" => reason).increment(1);
+    }
+
+    /// An upgrade refused for `reason` (a bounded label).
+    pub fn upgrade_refused(&self, reason: &'static str) {
+        counter!("heartsync_upgrades_refused_total", "reason" => reason).increment(1);
+    }
+
+    /// An error message sent with `code`.
+    pub fn error_sent(&self, code: ErrorCode) {
+        self.sent_error.increment(1);
+        counter!("heartsync_errors_sent_total", "code" => code.as_str()).increment(1);
+    }
+
+    /// The Prometheus text for `/metrics`, process metrics refreshed.
+    pub fn render(&self) -> String {
+        self.process.collect();
+        self.handle.render()
+    }
+}
