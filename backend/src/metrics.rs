@@ -103,6 +103,7 @@ fn install() -> Metrics {
             PrometheusBuilder::new().build_recorder().handle()
         }
     };
+    describe();
     let process = metrics_process::Collector::default();
     process.describe();
     let version = env!("CARGO_PKG_VERSION");
@@ -139,6 +140,67 @@ fn install() -> Metrics {
         handle,
         process,
     }
+}
+
+/// HELP text for every metric (Prometheus tooling expects it).
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "heartsync_build_info",
+        "Build of the running server (version, git_sha); always 1."
+    );
+    describe_gauge!("heartsync_connections_open", "WebSocket connections open now.");
+    describe_counter!("heartsync_connections_opened_total", "WebSocket connections opened.");
+    describe_counter!(
+        "heartsync_connections_closed_total",
+        "WebSocket connections closed, by reason."
+    );
+    describe_counter!("heartsync_upgrades_refused_total", "WebSocket upgrades refused, by reason.");
+    describe_counter!(
+        "heartsync_messages_received_total",
+        "Messages received from clients, by type."
+    );
+    describe_counter!("heartsync_messages_sent_total", "Messages sent to clients, by type.");
+    describe_counter!("heartsync_errors_sent_total", "Protocol errors sent to clients, by code.");
+    describe_counter!(
+        "heartsync_rate_limited_total",
+        "Messages dropped by the per-connection rate limit."
+    );
+    describe_counter!(
+        "heartsync_reports_dropped_total",
+        "Phase reports dropped because a room's queue was full."
+    );
+    describe_counter!("heartsync_pings_sent_total", "Pings sent by the server.");
+    describe_counter!(
+        "heartsync_pongs_missed_total",
+        "Pings not answered within the pong timeout."
+    );
+    describe_histogram!(
+        "heartsync_tick_duration_seconds",
+        Unit::Seconds,
+        "Time a room takes to compute and publish its consensus."
+    );
+    describe_histogram!(
+        "heartsync_broadcast_lag_seconds",
+        Unit::Seconds,
+        "Time from a room's tick to its consensus being written to a socket, per delivery."
+    );
+    describe_gauge!("heartsync_rooms_active", "Rooms open now.");
+    describe_gauge!(
+        "heartsync_hearts",
+        "Hearts (connections) in all rooms, as of each room's last tick."
+    );
+    describe_gauge!("heartsync_voters", "Hearts whose last report still counts, in all rooms.");
+    describe_histogram!(
+        "heartsync_room_coherence",
+        "Coherence of rooms with voters, observed once per room per tick."
+    );
+    describe_counter!("heartsync_love_taps_total", "Love taps counted (made durable).");
+    describe_histogram!(
+        "heartsync_love_ack_seconds",
+        Unit::Seconds,
+        "Time from receiving a love message to its durable ack."
+    );
 }
 
 impl Metrics {

@@ -2,6 +2,7 @@
 
 mod browser;
 mod consensus;
+mod deploy;
 mod limits;
 mod love;
 mod metrics;
