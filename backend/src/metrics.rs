@@ -220,6 +220,13 @@ impl Metrics {
         counter!("heartsync_errors_sent_total", "code" => code.as_str()).increment(1);
     }
 
+    /// Folds recorded histogram samples into their buckets. The exporter
+    /// keeps raw samples until then, so this must run regularly even when
+    /// nothing scrapes `/metrics`, or memory grows with every delivery.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
     /// The Prometheus text for `/metrics`, process metrics refreshed.
     pub fn render(&self) -> String {
         self.process.collect();

@@ -220,33 +220,48 @@ impl Room {
 
     /// The room's consensus at server time `at_ms` (monotonic `now`).
     fn compute(&self, at_ms: f64, now: Instant, seq: u64) -> Consensus {
-        let mut sum = PhaseSum::default();
-        let mut bpm_total = 0.0;
-        for report in self.members.values().flatten() {
-            if now.duration_since(report.received) > self.timing.vote_ttl {
-                continue;
-            }
-            let r = report.report;
-            sum.add(project(r.phase, r.bpm, r.at, at_ms));
-            bpm_total += r.bpm;
+        let votes = self.members.values().flatten();
+        consensus_of(votes, self.members.len(), &self.last, at_ms, now, self.timing.vote_ttl, seq)
+    }
+}
+
+/// A room's consensus at server time `at_ms` (monotonic `now`) from its
+/// members' last reports: each report younger than `vote_ttl` is projected to
+/// `at_ms` and folded into the circular mean and coherence; with no votes the
+/// beat runs on from `last`. Public for the benchmark.
+pub fn consensus_of<'a>(
+    reports: impl Iterator<Item = &'a Report>,
+    hearts: usize,
+    last: &Consensus,
+    at_ms: f64,
+    now: Instant,
+    vote_ttl: Duration,
+    seq: u64,
+) -> Consensus {
+    let mut sum = PhaseSum::default();
+    let mut bpm_total = 0.0;
+    for report in reports {
+        if now.duration_since(report.received) > vote_ttl {
+            continue;
         }
-        let voters = sum.count();
-        let (phase, coherence, bpm) = match sum.order() {
-            Some(order) => (order.phase, order.coherence, bpm_total / voters as f64),
-            // Nobody votes: the beat runs on from the last consensus.
-            None => {
-                (project(self.last.phase, self.last.bpm, self.last.at, at_ms), 0.0, self.last.bpm)
-            }
-        };
-        Consensus {
-            seq,
-            at: at_ms,
-            phase,
-            bpm,
-            coherence,
-            hearts: u32::try_from(self.members.len()).unwrap_or(u32::MAX),
-            voters: u32::try_from(voters).unwrap_or(u32::MAX),
-            love: self.last.love,
-        }
+        let r = report.report;
+        sum.add(project(r.phase, r.bpm, r.at, at_ms));
+        bpm_total += r.bpm;
+    }
+    let voters = sum.count();
+    let (phase, coherence, bpm) = match sum.order() {
+        Some(order) => (order.phase, order.coherence, bpm_total / voters as f64),
+        // Nobody votes: the beat runs on from the last consensus.
+        None => (project(last.phase, last.bpm, last.at, at_ms), 0.0, last.bpm),
+    };
+    Consensus {
+        seq,
+        at: at_ms,
+        phase,
+        bpm,
+        coherence,
+        hearts: u32::try_from(hearts).unwrap_or(u32::MAX),
+        voters: u32::try_from(voters).unwrap_or(u32::MAX),
+        love: last.love,
     }
 }

@@ -24,6 +24,9 @@ use tower::ServiceExt;
 /// before giving up on them.
 const DRAIN_GRACE: Duration = Duration::from_secs(3);
 
+/// How often recorded histogram samples are folded into buckets.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
 /// Serves `config` on `listener` until `shutdown` completes, then closes
 /// every WebSocket (spread over `--drain`) and returns.
 pub async fn run(
@@ -45,6 +48,13 @@ pub async fn run(
     let http_stop = CancellationToken::new();
     let http_tasks = TaskTracker::new();
     let mut drain_deadline: Option<Instant> = None;
+    let upkeep = tokio::spawn(async {
+        let mut every = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            every.tick().await;
+            crate::metrics::metrics().run_upkeep();
+        }
+    });
     tokio::pin!(shutdown);
 
     loop {
@@ -100,6 +110,7 @@ pub async fn run(
     }
 
     drop(listener);
+    upkeep.abort();
     http_stop.cancel();
     http_tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), http_tasks.wait()).await;

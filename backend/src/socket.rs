@@ -18,6 +18,8 @@ use shared::{
     ClientId, ClientMessage, ErrorCode, LoveAck, PROTOCOL_VERSION, ProtocolError, RoomName,
     ServerMessage, TimeReply, Welcome, protocol::MAX_LOVE_STEP,
 };
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::time::{Instant, sleep_until, timeout};
 
@@ -82,11 +84,20 @@ struct Wire {
 
 impl Wire {
     async fn send(&mut self, message: Message) -> Result<(), WriteFailed> {
-        match timeout(self.write_timeout, self.socket.send(message)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(WriteFailed(CloseReason::ClientGone)),
-            Err(_) => Err(WriteFailed(CloseReason::Slow)),
-        }
+        let send = self.socket.send(message);
+        tokio::pin!(send);
+        // Almost every write completes at once (the kernel buffer has room),
+        // so try once before arming a timer: a timer per delivery is a
+        // measurable share of the fan-out's cost.
+        let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
+        let result = match first {
+            Poll::Ready(result) => result,
+            Poll::Pending => match timeout(self.write_timeout, send).await {
+                Ok(result) => result,
+                Err(_) => return Err(WriteFailed(CloseReason::Slow)),
+            },
+        };
+        result.map_err(|_| WriteFailed(CloseReason::ClientGone))
     }
 
     async fn send_json(&mut self, message: &ServerMessage) -> Result<(), WriteFailed> {
@@ -162,24 +173,33 @@ async fn run(
     let mut pings =
         tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The futures that outlive one turn of the loop are made once and
+    // pinned, rather than re-registered on every wake-up.
+    let shutdown = state.shutdown.cancelled();
+    tokio::pin!(shutdown);
     let mut pong_deadline: Option<Instant> = None;
+    let pong_timer = sleep_until(Instant::now());
+    tokio::pin!(pong_timer);
     let mut close_at: Option<Instant> = None;
-    let shutdown = state.shutdown.clone();
+    let close_timer = sleep_until(Instant::now());
+    tokio::pin!(close_timer);
 
     loop {
         tokio::select! {
             biased;
-            () = shutdown.cancelled(), if close_at.is_none() => {
+            () = &mut shutdown, if close_at.is_none() => {
                 // Spread the closes over the drain period so that clients do
                 // not all reconnect to the next instance at the same instant.
                 let spread = config.drain.mul_f64(rand::rng().random::<f64>());
-                close_at = Some(Instant::now() + spread);
+                let at = Instant::now() + spread;
+                close_at = Some(at);
+                close_timer.as_mut().reset(at);
             }
-            () = sleep_until(close_at.unwrap_or_else(Instant::now)), if close_at.is_some() => {
+            () = &mut close_timer, if close_at.is_some() => {
                 wire.close(close_code::AWAY, "server shutting down").await;
                 return CloseReason::Shutdown;
             }
-            () = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
+            () = &mut pong_timer, if pong_deadline.is_some() => {
                 wire.close(close_code::AWAY, "no pong").await;
                 metrics().pongs_missed.increment(1);
                 return CloseReason::PongTimeout;
@@ -202,7 +222,9 @@ async fn run(
             }
             _ = pings.tick() => {
                 if pong_deadline.is_none() {
-                    pong_deadline = Some(Instant::now() + config.pong_timeout);
+                    let deadline = Instant::now() + config.pong_timeout;
+                    pong_deadline = Some(deadline);
+                    pong_timer.as_mut().reset(deadline);
                     metrics().pings_sent.increment(1);
                     if let Err(WriteFailed(reason)) = wire.send(Message::Ping(Default::default())).await {
                         return reason;

@@ -1,0 +1,186 @@
+//! One simulated heart: connects like the page does (from a chosen source
+//! address), reports its phase every `report_ms`, and measures every
+//! consensus it receives.
+
+use crate::stats::Stats;
+use futures_util::{SinkExt, StreamExt};
+use shared::{ClientMessage, PhaseReport, ServerMessage};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpSocket;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// What one client does.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The WebSocket URL, room and client id included.
+    pub url: String,
+    /// The server's address.
+    pub server: SocketAddr,
+    /// The local address to connect from (spreads ephemeral ports).
+    pub source: IpAddr,
+    /// Whether to report a phase every `report_ms` (an idle heart doesn't).
+    pub report: bool,
+    /// Where in its beat this heart starts, in [0, 1).
+    pub start_phase: f64,
+}
+
+/// Milliseconds since the Unix epoch: on one machine, the server's clock.
+pub fn now_ms() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// Runs one client until `stop` turns true. Measurements go to `stats`;
+/// tick delays and missed ticks only while `measuring` is set.
+pub async fn run(
+    plan: Plan,
+    stats: Arc<Stats>,
+    measuring: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let started = Instant::now();
+    let Some((mut socket, report_ms)) = connect(&plan, &stats).await else {
+        stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    stats.connect_ms.record(started.elapsed().as_secs_f64() * 1000.0);
+    stats.connected.fetch_add(1, Ordering::Relaxed);
+
+    // Report at a random point within the period, like pages that opened
+    // at different times.
+    let period = Duration::from_millis(report_ms.max(100));
+    let first = period.mul_f64(plan.start_phase);
+    let mut reports = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
+    reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let bpm = 72.0;
+    let epoch = now_ms();
+    let mut last_seq: Option<u64> = None;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                let _ = socket.close(None).await;
+                break;
+            }
+            _ = reports.tick(), if plan.report => {
+                let at = now_ms();
+                let phase = shared::wrap(plan.start_phase + bpm / 60.0 * (at - epoch) / 1000.0);
+                let report = ClientMessage::Phase(PhaseReport { phase, bpm, at });
+                if socket.send(Message::text(report.to_json())).await.is_err() {
+                    break;
+                }
+            }
+            frame = socket.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(frame))) => {
+                        stats.closed(frame.map_or(1005, |f| f.code.into()));
+                        break;
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                };
+                stats.messages_received.fetch_add(1, Ordering::Relaxed);
+                // The generator shares the machine with the server: read only
+                // what is measured from the 40k consensus messages a second.
+                if text.as_str().starts_with(CONSENSUS_PREFIX) {
+                    let Ok(c) = serde_json::from_str::<Tick>(text.as_str()) else {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    if measuring.load(Ordering::Relaxed) {
+                        stats.tick_delay_ms.record(now_ms() - c.at);
+                        stats.consensus_received.fetch_add(1, Ordering::Relaxed);
+                        if let Some(last) = last_seq {
+                            let gap = c.seq.saturating_sub(last + 1);
+                            stats.ticks_missed.fetch_add(gap, Ordering::Relaxed);
+                        }
+                    }
+                    last_seq = Some(c.seq);
+                    continue;
+                }
+                match ServerMessage::parse(text.as_str()) {
+                    Ok(ServerMessage::Consensus(c)) => {
+                        if measuring.load(Ordering::Relaxed) {
+                            stats.tick_delay_ms.record(now_ms() - c.at);
+                            stats.consensus_received.fetch_add(1, Ordering::Relaxed);
+                            if let Some(last) = last_seq {
+                                let gap = c.seq.saturating_sub(last + 1);
+                                stats.ticks_missed.fetch_add(gap, Ordering::Relaxed);
+                            }
+                        }
+                        last_seq = Some(c.seq);
+                    }
+                    Ok(ServerMessage::Error(_)) | Err(_) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+    stats.connected.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// How every consensus frame begins (serde writes the tag first).
+const CONSENSUS_PREFIX: &str = r#"{"type":"consensus","#;
+
+/// The two fields of a consensus the benchmark measures.
+#[derive(serde::Deserialize)]
+struct Tick {
+    seq: u64,
+    at: f64,
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// TCP connect from the plan's source address, upgrade, and read the
+/// welcome; the socket and the report interval it asks for.
+async fn connect(plan: &Plan, stats: &Stats) -> Option<(Socket, u64)> {
+    let socket = match plan.source {
+        IpAddr::V4(_) => TcpSocket::new_v4(),
+        IpAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .ok()?;
+    socket.bind(SocketAddr::new(plan.source, 0)).ok()?;
+    let stream = tokio::time::timeout(Duration::from_secs(30), socket.connect(plan.server))
+        .await
+        .ok()?
+        .ok()?;
+    let _ = stream.set_nodelay(true);
+    // Small messages only: a small read buffer, as the server uses.
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let handshake =
+        tokio_tungstenite::client_async_with_config(plan.url.as_str(), stream, Some(config));
+    let (mut socket, _) = match tokio::time::timeout(Duration::from_secs(30), handshake).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+            // Refused before the upgrade (e.g. 503 over a cap).
+            tracing_refusal(stats, response.status().as_u16());
+            return None;
+        }
+        _ => return None,
+    };
+    loop {
+        let frame =
+            tokio::time::timeout(Duration::from_secs(30), socket.next()).await.ok()??.ok()?;
+        if let Message::Text(text) = frame {
+            stats.messages_received.fetch_add(1, Ordering::Relaxed);
+            if let Ok(ServerMessage::Welcome(welcome)) = ServerMessage::parse(text.as_str()) {
+                return Some((socket, welcome.report_ms));
+            }
+            return None;
+        }
+    }
+}
+
+fn tracing_refusal(stats: &Stats, status: u16) {
+    stats.refused.fetch_add(1, Ordering::Relaxed);
+    stats.last_refusal.store(u64::from(status), Ordering::Relaxed);
+}
