@@ -1,1 +1,365 @@
-fn main() {}
+//! heartsync's chores as one Rust program (the `xtask` pattern):
+//! `cargo xtask <command>` installs the tools, builds the page and the
+//! server, runs them, tests them, and does everything CI does.
+//!
+//! Every external program runs with its output going straight to the
+//! terminal, so its own messages (and `cargo test`'s summary lines, which CI
+//! reads) are seen as they are. Each step prints its name and how long it
+//! took, and a failing step stops everything with a message naming it.
+//!
+//! # Layout
+//! - `main.rs`: the commands and the workspace they act on.
+//! - `install.rs`: finding and installing the tools (Rust targets, trunk,
+//!   wasm-bindgen, wasm-opt, and the Debian packages the tests need).
+//! - `process.rs`: running programs and timing steps.
+
+mod install;
+mod process;
+
+use std::{
+    env,
+    ffi::OsString,
+    path::PathBuf,
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, Result, bail};
+
+use process::{Steps, run};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args...]
+
+commands:
+  install [--test]  install the build tools that are missing (with --test,
+                    also the browser and services the tests need)
+  build             install build tools, build dist/ with trunk and the
+                    release server binary
+  run [-- args...]  build, then serve dist/ on http://127.0.0.1:8080
+                    (args go to the heartsync binary)
+  test [args...]    install build and test tools, build dist/, then
+                    `cargo test --workspace [args...]`
+  ci                fmt check, clippy (host and wasm32), then all of `test`";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("\nxtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<()> {
+    let Some((command, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        bail!("no command given");
+    };
+    let workspace = Workspace::find()?;
+    let mut steps = Steps::default();
+    match command.as_str() {
+        "install" => match rest {
+            [] => install_build_tools(&workspace, &mut steps),
+            [flag] if flag == "--test" => {
+                install_build_tools(&workspace, &mut steps)?;
+                install_test_tools(&mut steps)
+            }
+            _ => bail!("`install` takes only `--test`, not {rest:?}"),
+        },
+        "build" => build(&workspace, &mut steps),
+        "run" => serve(&workspace, &mut steps, strip_separator(rest)),
+        "test" => test(&workspace, &mut steps, rest),
+        "ci" => {
+            if !rest.is_empty() {
+                bail!("`ci` takes no arguments, not {rest:?}");
+            }
+            ci(&workspace, &mut steps)
+        }
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            println!("{USAGE}");
+            bail!("unknown command `{other}`");
+        }
+    }
+}
+
+/// The workspace the commands act on, and the paths derived from it.
+struct Workspace {
+    /// The workspace root: where `Cargo.toml`, `index.html` and `dist/` are.
+    root: PathBuf,
+    /// `PATH` with the project's own tool folders first (npm's binaryen,
+    /// cargo's bin), so a freshly installed tool is found without a new shell.
+    tool_path: OsString,
+}
+
+impl Workspace {
+    fn find() -> Result<Self> {
+        // Cargo sets this when it runs us, at compile time and at run time;
+        // the compile-time value is a fallback for running the binary by hand.
+        let manifest_dir = env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        let root = manifest_dir
+            .parent()
+            .context("xtask's manifest folder has no parent; is xtask inside the workspace?")?
+            .to_path_buf();
+        let mut first = vec![install::binaryen_bin_dir()?];
+        first.extend(install::cargo_bin_dir());
+        let tool_path = env::join_paths(
+            first.into_iter().chain(env::split_paths(&env::var_os("PATH").unwrap_or_default())),
+        )
+        .context("a tool folder contains the path separator")?;
+        Ok(Self { root, tool_path })
+    }
+
+    /// Where trunk writes the page, and where the tests and `run` serve it from.
+    fn dist(&self) -> PathBuf {
+        self.root.join("dist")
+    }
+
+    /// A `cargo` command run in the workspace root, with the same cargo that
+    /// runs xtask.
+    fn cargo(&self) -> Command {
+        let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        command.current_dir(&self.root).env("PATH", &self.tool_path);
+        command
+    }
+
+    /// The target folder, as cargo sees it (it honours `CARGO_TARGET_DIR`
+    /// and `build.target-dir`).
+    fn target_dir(&self) -> Result<PathBuf> {
+        let output = self
+            .cargo()
+            .args(["metadata", "--format-version", "1", "--no-deps"])
+            .output()
+            .context("could not run `cargo metadata`")?;
+        if !output.status.success() {
+            bail!("`cargo metadata` failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        }
+        let json = String::from_utf8_lossy(&output.stdout);
+        json_string_field(&json, "target_directory")
+            .map(PathBuf::from)
+            .context("`cargo metadata` printed no target_directory")
+    }
+}
+
+/// Drops a leading `--`, so `cargo xtask run -- --flag` passes `--flag`.
+fn strip_separator(args: &[String]) -> &[String] {
+    match args.split_first() {
+        Some((first, rest)) if first == "--" => rest,
+        _ => args,
+    }
+}
+
+/// The value of the first string field `key` in compact JSON, such as
+/// `cargo metadata` prints. A full JSON parser would be a dependency for one
+/// field, so this reads just enough of the format: `"key":"value"` with
+/// backslash escapes.
+fn json_string_field(json: &str, key: &str) -> Option<String> {
+    let start = json.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let mut value = String::new();
+    let mut chars = json[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(value),
+            '\\' => match chars.next()? {
+                'n' => value.push('\n'),
+                't' => value.push('\t'),
+                other => value.push(other),
+            },
+            c => value.push(c),
+        }
+    }
+    None
+}
+
+fn install_build_tools(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
+    steps.run("install Rust target and components", || install::rust_toolchain(&workspace.root))?;
+    steps.run("install trunk, wasm-bindgen, wasm-opt", || {
+        install::web_tools(&workspace.root, &workspace.tool_path)
+    })
+}
+
+fn install_test_tools(steps: &mut Steps) -> Result<()> {
+    steps.run("install browser and services for tests", install::test_tools)
+}
+
+/// Builds `dist/` (the page, by trunk: the wasm32 release build of the
+/// frontend) and nothing else.
+fn build_dist(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
+    steps.run("trunk build --release", || {
+        let dist = workspace.dist();
+        // Trunk cannot download tools on this network, so it must use the
+        // ones `install` put first on the tool PATH.
+        run(Command::new("trunk")
+            .current_dir(&workspace.root)
+            .env("PATH", &workspace.tool_path)
+            .args(["build", "--release", "--offline", "--dist"])
+            .arg(&dist))?;
+        if !dist.join("index.html").is_file() {
+            bail!("trunk finished but {} has no index.html", dist.display());
+        }
+        Ok(())
+    })
+}
+
+fn build(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
+    install_build_tools(workspace, steps)?;
+    build_dist(workspace, steps)?;
+    steps.run("cargo build --release -p backend", || {
+        run(workspace.cargo().args(["build", "--release", "--package", "backend"]))
+    })
+}
+
+fn serve(workspace: &Workspace, steps: &mut Steps, args: &[String]) -> Result<()> {
+    build(workspace, steps)?;
+    let binary = workspace.target_dir()?.join("release").join("heartsync");
+    if !binary.is_file() {
+        bail!("the build finished but {} is missing", binary.display());
+    }
+    // The server reads these when its flags are not given; a caller's own
+    // environment or flags win.
+    let mut command = Command::new(&binary);
+    command.current_dir(&workspace.root).args(args);
+    if env::var_os("HEARTSYNC_STATIC_DIR").is_none() {
+        command.env("HEARTSYNC_STATIC_DIR", workspace.dist());
+    }
+    let addr = flag_value(args, "--addr")
+        .or_else(|| env::var("HEARTSYNC_ADDR").ok())
+        .unwrap_or_else(|| {
+            command.env("HEARTSYNC_ADDR", DEFAULT_ADDR);
+            DEFAULT_ADDR.to_string()
+        });
+    println!("\nheartsync: open http://{addr}/ (Ctrl-C stops it)\n");
+    println!("$ {}", binary.display());
+    // Become the server, so Ctrl-C and other signals reach it alone and it
+    // shuts down gracefully in the foreground.
+    let error = std::os::unix::process::CommandExt::exec(&mut command);
+    Err(error).with_context(|| format!("could not start {}", binary.display()))
+}
+
+/// Where `cargo xtask run` serves unless told otherwise.
+const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+
+/// The value given to `--name value` or `--name=value` in `args`.
+fn flag_value(args: &[String], name: &str) -> Option<String> {
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == name {
+            return args.next().cloned();
+        }
+        if let Some(value) = arg.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')) {
+            return Some(value.to_string());
+        }
+    }
+    None
+}
+
+fn test(workspace: &Workspace, steps: &mut Steps, args: &[String]) -> Result<()> {
+    install_build_tools(workspace, steps)?;
+    install_test_tools(steps)?;
+    build_dist(workspace, steps)?;
+    cargo_test(workspace, steps, args)
+}
+
+fn cargo_test(workspace: &Workspace, steps: &mut Steps, args: &[String]) -> Result<()> {
+    let chromedriver = match env::var_os("CHROMEDRIVER") {
+        Some(path) => PathBuf::from(path),
+        None => install::find_program("chromedriver")
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/chromedriver")),
+    };
+    // `--workspace` and `--package` together are an error; a caller that
+    // names packages means only those.
+    let names_packages = args
+        .iter()
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg == "-p" || arg.starts_with("--package"));
+    let mut command = workspace.cargo();
+    command
+        .arg("test")
+        .args((!names_packages).then_some("--workspace"))
+        .args(args)
+        .env("HEARTSYNC_DIST", workspace.dist())
+        .env("CHROMEDRIVER", &chromedriver);
+    steps.run("cargo test --workspace", || run(&mut command))
+}
+
+fn ci(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
+    // The checks come before the slow installs so a formatting or lint
+    // mistake fails in minutes; they need only the Rust components.
+    steps.run("install Rust target and components", || install::rust_toolchain(&workspace.root))?;
+    steps.run("cargo fmt --check", || {
+        run(workspace.cargo().args(["fmt", "--all", "--", "--check"]))
+            .context("formatting differs: run `cargo fmt --all`")
+    })?;
+    steps.run("cargo clippy (host)", || {
+        run(workspace.cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    steps.run("cargo clippy (wasm32 frontend)", || {
+        run(workspace.cargo().args([
+            "clippy",
+            "--package",
+            "frontend",
+            "--target",
+            install::WASM_TARGET,
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    // Every test binary runs even when one fails, so one CI log shows
+    // every failure.
+    test(workspace, steps, &["--no-fail-fast".to_string()])?;
+    steps.print_summary();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_target_directory_from_cargo_metadata() {
+        let json = r#"{"packages":[],"target_directory":"/tmp/a \"b\"\\c","version":1}"#;
+        assert_eq!(json_string_field(json, "target_directory").as_deref(), Some(r#"/tmp/a "b"\c"#));
+        assert_eq!(json_string_field(json, "workspace_root"), None);
+    }
+
+    #[test]
+    fn strips_one_leading_separator() {
+        let args = ["--".to_string(), "--port".to_string()];
+        assert_eq!(strip_separator(&args), &args[1..]);
+        assert_eq!(strip_separator(&args[1..]), &args[1..]);
+    }
+
+    #[test]
+    fn finds_flag_values_in_both_spellings() {
+        let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let addr = "0.0.0.0:80";
+        assert_eq!(flag_value(&args(&["--addr", addr]), "--addr").as_deref(), Some(addr));
+        assert_eq!(
+            flag_value(&args(&["-v", "--addr=0.0.0.0:80"]), "--addr").as_deref(),
+            Some(addr)
+        );
+        assert_eq!(flag_value(&args(&["--address", "x"]), "--addr"), None);
+    }
+
+    #[test]
+    fn workspace_root_holds_the_workspace_manifest() {
+        let workspace = Workspace::find().unwrap();
+        assert!(workspace.root.join("Cargo.toml").is_file());
+        assert!(workspace.root.join("xtask").is_dir());
+    }
+}
