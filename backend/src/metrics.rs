@@ -230,6 +230,12 @@ impl Metrics {
     /// The Prometheus text for `/metrics`, process metrics refreshed.
     pub fn render(&self) -> String {
         self.process.collect();
-        self.handle.render()
+        // CPU seconds are recorded as a gauge because `metrics` counters are
+        // integers (whole seconds would make rates useless); the value only
+        // grows, so it is exposed with its standard type, a counter.
+        self.handle.render().replace(
+            "# TYPE process_cpu_seconds_total gauge",
+            "# TYPE process_cpu_seconds_total counter",
+        )
     }
 }
