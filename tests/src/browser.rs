@@ -66,8 +66,18 @@ pub fn dist_dir() -> Result<PathBuf> {
 
 /// A test server that also serves the built page.
 pub async fn serve_page() -> Result<TestServer> {
+    serve_page_on("127.0.0.1:0".parse()?).await
+}
+
+/// A test server serving the built page on `addr`, with a short drain so a
+/// test can stop and restart it quickly.
+pub async fn serve_page_on(addr: std::net::SocketAddr) -> Result<TestServer> {
     let dist = dist_dir()?;
-    Ok(TestServer::start_with(|config| config.static_dir = dist).await)
+    Ok(TestServer::start_on(addr, |config| {
+        config.static_dir = dist;
+        config.drain = Duration::from_millis(200);
+    })
+    .await)
 }
 
 /// Lets one browser test run at a time. Page tests measure timing (how fast

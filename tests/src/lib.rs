@@ -42,10 +42,16 @@ impl TestServer {
 
     /// Starts a server with the configuration `adjust` makes of the defaults.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on("127.0.0.1:0".parse().expect("an address"), adjust).await
+    }
+
+    /// Starts a server on `addr` (a fixed port lets a test restart it where
+    /// clients will look for it).
+    pub async fn start_on(addr: SocketAddr, adjust: impl FnOnce(&mut Config)) -> Self {
         let data = tempfile::tempdir().expect("temporary data dir");
         let mut config = test_config(data.path());
         adjust(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind(addr).await.expect("bind the test server");
         let addr = listener.local_addr().expect("local addr");
         let stop = CancellationToken::new();
         let stopped = stop.clone();

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use shared::phase::difference;
-use tests::browser::{Browser, PageState, serve_page, take_turn, wait_until};
+use tests::browser::{Browser, PageState, serve_page, serve_page_on, take_turn, wait_until};
 
 /// Every browser test ends within this, passing or failing.
 const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -175,6 +175,73 @@ async fn page_shows_connection_state_and_room() {
             .await?;
         client.close().await;
 
+        browser.close().await?;
+        server.shutdown().await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tap_in_one_page_raises_the_total_in_the_other() {
+    bounded(async {
+        let server = serve_page().await?;
+        let url = server.http_url(&format!("/r/{}", fresh_room("love")));
+        let (a, b) = tokio::try_join!(Browser::start(), Browser::start())?;
+        tokio::try_join!(a.goto(&url), b.goto(&url))?;
+        for page in [&a, &b] {
+            page.wait_for_text("hearts", "2", |text| text == "2").await?;
+            page.wait_for_text("love", "0", |text| text == "0").await?;
+        }
+        for _ in 0..3 {
+            a.click("love-button").await?;
+        }
+        b.wait_for_text("love", "3 (a's taps)", |text| text == "3").await?;
+        let acked = wait_until(Duration::from_secs(5), "a's taps to be acknowledged", || async {
+            let state = a.state().await?;
+            let acked = state.raw.get("love_acked").and_then(serde_json::Value::as_f64);
+            ensure!(acked == Some(3.0), "love_acked is {acked:?}");
+            Ok(3)
+        })
+        .await?;
+        report(&format!("browser: 3 taps in page a acknowledged ({acked}) and shown in page b"));
+        a.close().await?;
+        b.close().await?;
+        server.shutdown().await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_reconnects_by_itself_after_a_server_restart() {
+    bounded(async {
+        let server = serve_page().await?;
+        let addr = server.addr;
+        let room = fresh_room("phoenix");
+        let browser = Browser::start().await?;
+        browser.goto(&server.http_url(&format!("/r/{room}"))).await?;
+        browser.wait_for_text("status", "connected", |text| text.starts_with("connected")).await?;
+        browser.wait_for_text("hearts", "1", |text| text == "1").await?;
+
+        server.shutdown().await?;
+        browser
+            .wait_for_text("status", "reconnecting", |text| !text.starts_with("connected"))
+            .await?;
+        let down = Instant::now();
+
+        // The same address again: a new server, knowing nothing of the page.
+        let server = serve_page_on(addr).await?;
+        browser
+            .wait_for_text("status", "connected again", |text| text.starts_with("connected"))
+            .await
+            .context("the page did not reconnect by itself")?;
+        browser.wait_for_text("hearts", "1 again", |text| text == "1").await?;
+        let (client, _, _) = server.join(&format!("/ws/{room}")).await;
+        browser.wait_for_text("hearts", "2 with a protocol client", |text| text == "2").await?;
+        report(&format!(
+            "browser: the page reconnected {:.1} s after the server went away",
+            down.elapsed().as_secs_f64()
+        ));
+        client.close().await;
         browser.close().await?;
         server.shutdown().await
     })
