@@ -6,4 +6,5 @@ mod deploy;
 mod limits;
 mod love;
 mod metrics;
+mod pages;
 mod protocol;
