@@ -27,6 +27,8 @@ pub struct Plan {
     pub report: bool,
     /// Where in its beat this heart starts, in [0, 1).
     pub start_phase: f64,
+    /// Love taps a second (0: none); each tap is one `love` message.
+    pub taps_per_s: f64,
 }
 
 /// Milliseconds since the Unix epoch: on one machine, the server's clock.
@@ -59,6 +61,16 @@ pub async fn run(
     let bpm = 72.0;
     let epoch = now_ms();
     let mut last_seq: Option<u64> = None;
+    let tapping = plan.taps_per_s > 0.0;
+    let tap_period = Duration::from_secs_f64(1.0 / plan.taps_per_s.max(1e-3));
+    let mut taps = tokio::time::interval_at(
+        tokio::time::Instant::now() + tap_period.mul_f64(plan.start_phase),
+        tap_period,
+    );
+    taps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut love_seq = 0u64;
+    // Taps sent and not yet acknowledged, oldest first.
+    let mut unacked: std::collections::VecDeque<(u64, Instant)> = Default::default();
     loop {
         tokio::select! {
             _ = stop.changed() => {
@@ -70,6 +82,14 @@ pub async fn run(
                 let phase = shared::wrap(plan.start_phase + bpm / 60.0 * (at - epoch) / 1000.0);
                 let report = ClientMessage::Phase(PhaseReport { phase, bpm, at });
                 if socket.send(Message::text(report.to_json())).await.is_err() {
+                    break;
+                }
+            }
+            _ = taps.tick(), if tapping => {
+                love_seq += 1;
+                unacked.push_back((love_seq, Instant::now()));
+                let love = ClientMessage::Love { seq: love_seq };
+                if socket.send(Message::text(love.to_json())).await.is_err() {
                     break;
                 }
             }
@@ -116,6 +136,16 @@ pub async fn run(
                             }
                         }
                         last_seq = Some(c.seq);
+                    }
+                    Ok(ServerMessage::LoveAck(ack)) => {
+                        while unacked.front().is_some_and(|(seq, _)| *seq <= ack.seq) {
+                            if let Some((_, sent)) = unacked.pop_front()
+                                && measuring.load(Ordering::Relaxed)
+                            {
+                                stats.love_ack_ms.record(sent.elapsed().as_secs_f64() * 1000.0);
+                                stats.taps_acked.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                     }
                     Ok(ServerMessage::Error(_)) | Err(_) => {
                         stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -46,6 +46,10 @@ struct Args {
     /// How often to print the live line.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     report_every: Duration,
+    /// Love taps per second per client (each is a `love` message the server
+    /// makes durable before acknowledging); 0 for none.
+    #[arg(long, default_value_t = 0.0)]
+    taps_per_s: f64,
     /// Clients stay idle: connected and reading, but never reporting.
     #[arg(long)]
     idle: bool,
@@ -157,6 +161,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             source: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(sources)) as u8)),
             report: !args.idle,
             start_phase: (i as f64 * 0.618_033_988_7).fract(),
+            taps_per_s: args.taps_per_s,
         };
         clients.spawn(client::run(plan, stats.clone(), measuring.clone(), stop_rx.clone()));
     }
@@ -216,6 +221,8 @@ struct Report {
     connect_ms: [f64; 3],
     tick_delay_ms: [f64; 3],
     ticks_missed: u64,
+    love_ack_ms: [f64; 3],
+    taps_acked_per_s: f64,
     errors: u64,
     closes: Vec<(u16, u64)>,
     msgs_received_per_s: f64,
@@ -261,6 +268,13 @@ impl Report {
             connect_ms: [h.quantile(0.5), h.quantile(0.95), h.quantile(0.99)],
             tick_delay_ms: [t.quantile(0.5), t.quantile(0.99), t.max()],
             ticks_missed: stats.ticks_missed.load(Ordering::Relaxed),
+            love_ack_ms: [
+                stats.love_ack_ms.quantile(0.5),
+                stats.love_ack_ms.quantile(0.99),
+                stats.love_ack_ms.max(),
+            ],
+            taps_acked_per_s: stats.taps_acked.load(Ordering::Relaxed) as f64
+                / window.as_secs_f64(),
             errors: stats.errors.load(Ordering::Relaxed),
             closes: stats.closes(),
             msgs_received_per_s: stats.consensus_received.load(Ordering::Relaxed) as f64
@@ -290,6 +304,15 @@ impl Report {
             self.tick_delay_ms[0], self.tick_delay_ms[1], self.tick_delay_ms[2]
         );
         println!("ticks missed       {}", self.ticks_missed);
+        if self.taps_acked_per_s > 0.0 {
+            println!(
+                "love               {:.0} taps acked/s  ack p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+                self.taps_acked_per_s,
+                self.love_ack_ms[0],
+                self.love_ack_ms[1],
+                self.love_ack_ms[2]
+            );
+        }
         println!("errors             {}  closes {:?}", self.errors, self.closes);
         println!("consensus recv/s   {:.0}", self.msgs_received_per_s);
         println!(
@@ -319,6 +342,10 @@ impl Report {
             "tick_delay_p99_ms": self.tick_delay_ms[1],
             "tick_delay_max_ms": self.tick_delay_ms[2],
             "ticks_missed": self.ticks_missed,
+            "love_ack_p50_ms": self.love_ack_ms[0],
+            "love_ack_p99_ms": self.love_ack_ms[1],
+            "love_ack_max_ms": self.love_ack_ms[2],
+            "taps_acked_per_s": self.taps_acked_per_s,
             "errors": self.errors,
             "closes": self.closes.iter().map(|(c, n)| serde_json::json!({"code": c, "count": n})).collect::<Vec<_>>(),
             "msgs_received_per_s": self.msgs_received_per_s,

@@ -90,6 +90,10 @@ pub struct Stats {
     pub consensus_received: AtomicU64,
     /// All messages received, ever.
     pub messages_received: AtomicU64,
+    /// From sending love to its durable ack, during the measured window.
+    pub love_ack_ms: Histogram,
+    /// Love taps acknowledged during the measured window.
+    pub taps_acked: AtomicU64,
     /// Ticks missed (gaps in `seq`) during the measured window.
     pub ticks_missed: AtomicU64,
     /// Error messages received and connections closed by the server.
