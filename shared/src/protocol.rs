@@ -192,6 +192,28 @@ impl ClientMessage {
     /// Parses and validates one text frame from a client. `server_now_ms` is
     /// the server's clock, against which report times are checked.
     pub fn parse(text: &str, server_now_ms: f64) -> Result<Self, ProtocolError> {
+        // The common case, a well-formed message, in one pass; only a
+        // message that fails is parsed again to say exactly what is wrong.
+        if let Ok(message) = serde_json::from_str::<ClientMessage>(text) {
+            message.validate(server_now_ms)?;
+            return Ok(message);
+        }
+        Err(Self::diagnose(text))
+    }
+
+    /// Why `text` is not a well-formed message (it is known not to be).
+    fn diagnose(text: &str) -> ProtocolError {
+        match Self::parse_slowly(text) {
+            Err(error) => error,
+            // serde accepted the tree but not the text: only possible for
+            // oddities like duplicate fields.
+            Ok(_) => {
+                ProtocolError::new(ErrorCode::BadField, "a field appears twice or is malformed")
+            }
+        }
+    }
+
+    fn parse_slowly(text: &str) -> Result<Self, ProtocolError> {
         // Parse to a tree first so that malformed JSON, an unknown type and a
         // bad field get different codes. serde_json refuses nesting deeper
         // than 128 levels, so a deeply nested message is a `bad_json` too.
@@ -216,10 +238,8 @@ impl ClientMessage {
                 ));
             }
         }
-        let message: ClientMessage = serde_json::from_value(value)
-            .map_err(|e| ProtocolError::new(ErrorCode::BadField, e.to_string()))?;
-        message.validate(server_now_ms)?;
-        Ok(message)
+        serde_json::from_value(value)
+            .map_err(|e| ProtocolError::new(ErrorCode::BadField, e.to_string()))
     }
 
     fn validate(&self, server_now_ms: f64) -> Result<(), ProtocolError> {
