@@ -9,8 +9,9 @@
 //! timer and listener.
 
 use crate::browser::{self, Listener, Timer};
-use crate::reconnect::{Backoff, CONNECT_TIMEOUT_MS, Link, SILENCE_MS};
+use crate::reconnect::{self, CONNECT_TIMEOUT_MS, Link, SILENCE_MS};
 use crate::session::Session;
+use shared::backoff::Backoff;
 use shared::{ClientMessage, ServerMessage};
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -282,7 +283,8 @@ impl Inner {
         if self.stopped {
             return;
         }
-        let delay = self.backoff.next_delay_ms(browser::random(), browser::hidden());
+        let delay =
+            reconnect::next_delay_ms(&mut self.backoff, browser::random(), browser::hidden());
         self.set_link(Link::Waiting { until: browser::now() + delay });
         let handle = handle.clone();
         self.retry = Timer::timeout(delay, move || with(&handle, Inner::connect));

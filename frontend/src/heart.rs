@@ -1,40 +1,20 @@
-//! The heart's geometry and its beat: the parametric outline, the lub-dub
-//! envelope and the scale it gives the heart at any phase. Pure functions of
-//! the phase, so the look of a beat is tested without a canvas.
+//! The heart's geometry and its beat: the parametric outline, and the scale
+//! and ripple the lub-dub envelope (shared with the terminal client, see
+//! [`shared::beat`]) gives the heart at any phase. Pure functions of the
+//! phase, so the look of a beat is tested without a canvas.
 //!
 //! Outline coordinates are in "heart units": the heart's half-width is 1, its
 //! bounding box is centred on the origin, and y grows downwards as on a
 //! canvas.
 
+use shared::beat::LUB;
 use shared::phase::difference;
 use std::f64::consts::TAU;
 
+pub use shared::beat::envelope;
+
 /// How much the heart grows at the peak of the strongest beat (0.13 = 13 %).
 pub const PULSE_GAIN: f64 = 0.13;
-
-/// The "lub": the strong first sound, early in the beat.
-const LUB: Bump = Bump { center: 0.06, attack: 0.035, decay: 0.09, height: 1.0 };
-
-/// The "dub": the softer second sound, a third of a beat later.
-const DUB: Bump = Bump { center: 0.31, attack: 0.035, decay: 0.10, height: 0.55 };
-
-/// One swelling of the heart: a bell that rises over `attack` and falls over
-/// `decay` (fractions of a beat) around `center`.
-struct Bump {
-    center: f64,
-    attack: f64,
-    decay: f64,
-    height: f64,
-}
-
-impl Bump {
-    fn at(&self, phase: f64) -> f64 {
-        // The signed distance wraps, so a bump near 0 also rises at 0.98.
-        let x = difference(self.center, phase);
-        let width = if x < 0.0 { self.attack } else { self.decay };
-        self.height * (-(x / width).powi(2)).exp()
-    }
-}
 
 /// The textbook heart curve, x = 16 sin³t, y = 13 cos t − 5 cos 2t − 2 cos 3t
 /// − cos 4t, in its own units (y up, x within ±16).
@@ -53,12 +33,6 @@ pub fn outline(points: usize) -> Vec<(f64, f64)> {
         raw.iter().fold((f64::MIN, f64::MAX), |(hi, lo), &(_, y)| (hi.max(y), lo.min(y)));
     let middle = (top + bottom) / 2.0;
     raw.into_iter().map(|(x, y)| (x / 16.0, (middle - y) / 16.0)).collect()
-}
-
-/// How strongly the heart is contracting at `phase`, in `[0, 1]`: 1 at the
-/// peak of the lub, about 0.55 at the dub, near 0 while it rests.
-pub fn envelope(phase: f64) -> f64 {
-    (LUB.at(phase) + DUB.at(phase)).min(1.0)
 }
 
 /// The factor to draw the heart at for `phase`: 1 at rest, up to
@@ -141,38 +115,12 @@ mod tests {
     }
 
     #[test]
-    fn lub_is_stronger_than_dub_and_rest_is_quiet() {
-        let peak = |from: f64, to: f64| {
-            (0..=1000).map(|i| envelope(from + (to - from) * i as f64 / 1000.0)).fold(0.0, f64::max)
-        };
-        let lub = peak(0.0, 0.18);
-        let dub = peak(0.22, 0.45);
-        let rest = peak(0.6, 0.9);
-        assert!((lub - 1.0).abs() < 0.02, "lub {lub}");
-        assert!(dub > 0.45 && dub < 0.7, "dub {dub}");
-        assert!(rest < 0.02, "rest {rest}");
-        // Between the two sounds the heart relaxes visibly.
-        let trough =
-            (0..=100).map(|i| envelope(0.12 + 0.18 * i as f64 / 100.0)).fold(1.0, f64::min);
-        assert!(trough < dub - 0.1, "trough {trough}");
-    }
-
-    #[test]
-    fn envelope_is_continuous_across_the_wrap() {
-        assert!((envelope(0.9999) - envelope(0.0)).abs() < 1e-3);
-        for i in 0..10_000 {
-            let a = i as f64 / 10_000.0;
-            let b = shared::wrap(a + 1e-4);
-            assert!((envelope(a) - envelope(b)).abs() < 0.01, "jump at {a}");
-        }
-    }
-
-    #[test]
     fn pulse_scale_stays_in_bounds() {
         for i in 0..1000 {
             let s = pulse_scale(i as f64 / 1000.0);
             assert!((1.0..=1.0 + PULSE_GAIN).contains(&s));
         }
+        assert_eq!(pulse_scale(LUB.center), 1.0 + PULSE_GAIN);
     }
 
     #[test]

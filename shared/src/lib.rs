@@ -1,5 +1,6 @@
-//! What crosses the wire between a heartsync page and the server, and the
-//! phase math both sides agree on.
+//! What crosses the wire between a heartsync page and the server, the
+//! phase math both sides agree on, and the beat and reconnect rules every
+//! client shares.
 //!
 //! This crate is the single source of protocol v1 (see `PROTOCOL.md`). It
 //! builds for `wasm32-unknown-unknown` and for the host, and depends on
@@ -13,7 +14,13 @@
 //!   to another instant, circular mean and coherence, the Kuramoto step.
 //! - [`clock`]: estimating the offset between a client clock and the server
 //!   clock from request/response samples (Cristian's algorithm).
+//! - [`beat`]: the lub-dub envelope, how strongly a heart contracts at each
+//!   phase, so that every client's heart beats alike.
+//! - [`backoff`]: when a client reconnects after losing the server:
+//!   full-jitter exponential backoff, in milliseconds.
 
+pub mod backoff;
+pub mod beat;
 pub mod clock;
 pub mod phase;
 pub mod protocol;

@@ -1,15 +1,15 @@
 //! The socket: joins the room, syncs the clock, reports the heart's phase,
 //! sends love, and publishes what it hears as a [`RoomView`]. When the server
 //! goes away it waits (full-jitter backoff) and joins again, until told to
-//! quit. A thin shell: the decisions live in [`crate::backoff`],
+//! quit. A thin shell: the decisions live in [`shared::backoff`],
 //! [`crate::love`] and the `shared` protocol types.
 
-use crate::backoff::Backoff;
 use crate::clock::LocalClock;
 use crate::heart::HeartReading;
 use crate::love::Love;
 use crate::status::{Link, RoomView};
 use futures_util::{SinkExt, StreamExt};
+use shared::backoff::Backoff;
 use shared::{ClientMessage, ClockSample, PhaseReport, ServerMessage, Welcome, best_offset};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -86,8 +86,9 @@ pub async fn run(
             Ended::Quit => return,
             Ended::Lost { welcomed, reason } => (welcomed, reason),
         };
-        backoff.connection_ended(started.elapsed(), welcomed);
-        let delay = backoff.next_delay(rand::random());
+        // The backoff counts in milliseconds and the timers here in `Duration`s.
+        backoff.connection_ended(started.elapsed().as_secs_f64() * 1000.0, welcomed);
+        let delay = Duration::from_secs_f64(backoff.next_delay_ms(rand::random()) / 1000.0);
         let at = Instant::now() + delay;
         view.send_modify(|v| {
             v.link = Link::Retrying { at: at.into_std(), reason };

@@ -9,11 +9,10 @@
 //! # Layout
 //! - [`config`]: the flags, and the socket address they make.
 //! - [`shape`]: the heart on a grid of cells (pure).
-//! - [`beat`]: the lub-dub envelope and the heart's scale (pure).
+//! - [`beat`]: the heart's scale through the shared lub-dub envelope (pure).
 //! - [`paint`]: colours and ANSI escapes for a frame; the `--static` heart.
 //! - [`heart`]: this client's heart and the pull towards the room (pure).
 //! - [`love`]: love taps to send and their acknowledgements (pure).
-//! - [`backoff`]: when to reconnect (pure).
 //! - [`status`]: what the screen knows of the room, and its status lines.
 //! - [`clock`]: the local monotonic clock that clock sync offsets.
 //! - [`connection`]: the socket task: join, sync, report, love, reconnect.
@@ -24,7 +23,6 @@
 //! [`connection`], which reports to the server and publishes what it hears
 //! as a [`status::RoomView`] that the next frame draws.
 
-pub mod backoff;
 pub mod beat;
 pub mod clock;
 pub mod config;
