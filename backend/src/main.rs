@@ -20,11 +20,26 @@ async fn main() -> anyhow::Result<()> {
             "no index.html in the static dir: the page will not load (build it with `cargo xtask build`)"
         );
     }
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.addr))?;
+    let listener =
+        listen(config.addr).with_context(|| format!("cannot listen on {}", config.addr))?;
     tracing::info!(addr = %listener.local_addr()?, "heartsync listening");
     backend::run(listener, config, shutdown_signal()).await
+}
+
+/// How many connections may wait to be accepted. The default of the
+/// standard library (128) drops SYNs during a reconnect storm, which clients
+/// see as a second's delay (the SYN retransmit); the kernel caps this at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {
