@@ -230,17 +230,23 @@ pub fn server_binary() -> std::path::PathBuf {
     if let Some(path) = std::env::var_os("HEARTSYNC_BIN") {
         return path.into();
     }
+    workspace_binary("backend", "heartsync")
+}
+
+/// A binary of the workspace, from the target dir this test runs from,
+/// built (debug) first if missing.
+pub fn workspace_binary(package: &str, name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // <target>/<profile>/deps/it-<hash> -> <target>/<profile>/heartsync
+    // <target>/<profile>/deps/it-<hash> -> <target>/<profile>/<name>
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target layout");
-    let binary = profile_dir.join("heartsync");
+    let binary = profile_dir.join(name);
     if !binary.is_file() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = std::process::Command::new(cargo)
-            .args(["build", "--package", "backend", "--bin", "heartsync"])
+            .args(["build", "--package", package, "--bin", name])
             .status()
-            .expect("run cargo build for the server binary");
-        assert!(status.success(), "building the heartsync binary failed");
+            .expect("run cargo build");
+        assert!(status.success(), "building {name} failed");
     }
     binary
 }

@@ -264,6 +264,21 @@ fn test(workspace: &Workspace, steps: &mut Steps, args: &[String]) -> Result<()>
     install_build_tools(workspace, steps)?;
     install_test_tools(steps)?;
     build_dist(workspace, steps)?;
+    // The tests run these as child processes (SIGTERM, kill -9, the load
+    // generator); built here, in the profile the tests use, so no test has
+    // to build them.
+    steps.run("cargo build (binaries the tests run)", || {
+        run(workspace.cargo().args([
+            "build",
+            "--package",
+            "backend",
+            "--package",
+            "bench",
+            "--package",
+            "term",
+            "--bins",
+        ]))
+    })?;
     cargo_test(workspace, steps, args)
 }
 

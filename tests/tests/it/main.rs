@@ -8,3 +8,4 @@ mod love;
 mod metrics;
 mod pages;
 mod protocol;
+mod tools;
