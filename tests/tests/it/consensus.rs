@@ -62,9 +62,10 @@ async fn ticks_come_at_the_configured_rate_with_rising_seq() {
     for pair in seqs.windows(2) {
         assert_eq!(pair[1], pair[0] + 1, "seq must rise by one per tick: {seqs:?}");
     }
-    // 20 ticks of 100 ms.
+    // 20 ticks of 100 ms: never faster, and not much slower even on a busy
+    // machine.
     assert!(
-        elapsed >= Duration::from_millis(1800) && elapsed <= Duration::from_millis(2600),
+        elapsed >= Duration::from_millis(1800) && elapsed <= Duration::from_millis(3000),
         "20 ticks took {elapsed:?}"
     );
 }

@@ -72,6 +72,12 @@ async fn foreign_origins_are_refused_and_allowed_ones_accepted() {
     still_serves(&server).await;
 }
 
+/// The longest gap between 100 ms ticks that still counts as on time. A
+/// neighbour held up by a flooder or a stuck socket would wait for seconds
+/// (the write timeout); the slack is for a busy CI machine's scheduling.
+/// Measured on a quiet machine: about 105 ms.
+const ON_TIME: Duration = Duration::from_millis(400);
+
 /// Reads consensus ticks for `duration`; the longest gap between arrivals.
 async fn worst_tick_gap(client: &mut Client, duration: Duration) -> Duration {
     let end = Instant::now() + duration;
@@ -121,7 +127,7 @@ async fn a_flooder_is_rate_limited_then_closed_and_delays_no_neighbour() {
     println!(
         "neighbour's worst tick gap during the flood: {worst:?}; flooder closed after {lasted:?}"
     );
-    assert!(worst < Duration::from_millis(250), "a neighbour waited {worst:?} for a 100 ms tick");
+    assert!(worst < ON_TIME, "a neighbour waited {worst:?} for a 100 ms tick");
     // At most one rate_limited error a second, and nothing else.
     assert_eq!(errors, rate_limited);
     assert!((4..=7).contains(&rate_limited), "{rate_limited} rate_limited errors");
@@ -187,7 +193,7 @@ async fn a_client_that_never_reads_is_closed_and_delays_no_one() {
         "slow client dropped after {:?}; neighbour's worst tick gap {worst:?}",
         started.elapsed()
     );
-    assert!(worst < Duration::from_millis(250), "a neighbour waited {worst:?}");
+    assert!(worst < ON_TIME, "a neighbour waited {worst:?} for a 100 ms tick");
     writer.abort();
     still_serves(&server).await;
 }
@@ -210,7 +216,7 @@ async fn a_peer_that_never_answers_pings_is_closed() {
     assert!(closed_after < Duration::from_secs(2), "closed after {closed_after:?}");
     // The watcher reads, so it answers pings and stays, many pings later.
     let worst = worst_tick_gap(&mut watcher, Duration::from_millis(1500)).await;
-    assert!(worst < Duration::from_millis(300));
+    assert!(worst < ON_TIME, "the watcher waited {worst:?} for a 100 ms tick");
     drop(silent);
     still_serves(&server).await;
 }
