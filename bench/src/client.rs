@@ -114,28 +114,12 @@ pub async fn run(
                         stats.errors.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
-                    if measuring.load(Ordering::Relaxed) {
-                        stats.tick_delay_ms.record(now_ms() - c.at);
-                        stats.consensus_received.fetch_add(1, Ordering::Relaxed);
-                        if let Some(last) = last_seq {
-                            let gap = c.seq.saturating_sub(last + 1);
-                            stats.ticks_missed.fetch_add(gap, Ordering::Relaxed);
-                        }
-                    }
-                    last_seq = Some(c.seq);
+                    record_tick(&stats, &measuring, &mut last_seq, c.seq, c.at);
                     continue;
                 }
                 match ServerMessage::parse(text.as_str()) {
                     Ok(ServerMessage::Consensus(c)) => {
-                        if measuring.load(Ordering::Relaxed) {
-                            stats.tick_delay_ms.record(now_ms() - c.at);
-                            stats.consensus_received.fetch_add(1, Ordering::Relaxed);
-                            if let Some(last) = last_seq {
-                                let gap = c.seq.saturating_sub(last + 1);
-                                stats.ticks_missed.fetch_add(gap, Ordering::Relaxed);
-                            }
-                        }
-                        last_seq = Some(c.seq);
+                        record_tick(&stats, &measuring, &mut last_seq, c.seq, c.at);
                     }
                     Ok(ServerMessage::LoveAck(ack)) => {
                         while unacked.front().is_some_and(|(seq, _)| *seq <= ack.seq) {
@@ -166,6 +150,25 @@ const CONSENSUS_PREFIX: &str = r#"{"type":"consensus","#;
 struct Tick {
     seq: u64,
     at: f64,
+}
+
+/// Counts one consensus (`seq`, `at`): its delay and any gap before it,
+/// while the window is being measured.
+fn record_tick(
+    stats: &Stats,
+    measuring: &AtomicBool,
+    last_seq: &mut Option<u64>,
+    seq: u64,
+    at: f64,
+) {
+    if measuring.load(Ordering::Relaxed) {
+        stats.tick_delay_ms.record(now_ms() - at);
+        stats.consensus_received.fetch_add(1, Ordering::Relaxed);
+        if let Some(last) = *last_seq {
+            stats.ticks_missed.fetch_add(seq.saturating_sub(last + 1), Ordering::Relaxed);
+        }
+    }
+    *last_seq = Some(seq);
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
