@@ -119,15 +119,17 @@ async fn room_page(
     State(state): State<AppState>,
     request: axum::extract::Request,
 ) -> Response {
-    if let Err(message) = RoomName::parse(&room) {
-        return HttpError::new(StatusCode::NOT_FOUND, message).into_response();
-    }
     let index = state.config.static_dir.join("index.html");
     let mut response = match tower::ServiceExt::oneshot(ServeFile::new(index), request).await {
         Ok(response) => response.into_response(),
         Err(infallible) => match infallible {},
     };
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // A room name that can never be joined is a 404, but still the page, which
+    // tells the person what a room name may be.
+    if RoomName::parse(&room).is_err() && response.status().is_success() {
+        *response.status_mut() = StatusCode::NOT_FOUND;
+    }
     response
 }
 

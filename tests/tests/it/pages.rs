@@ -28,8 +28,10 @@ async fn the_page_and_its_assets_are_served() {
         assert!(head.contains("content-type: text/html"), "{path}: {head}");
         assert!(head.contains("cache-control: no-cache"), "{path}: {head}");
     }
+    // A room that can never be joined: 404, but the page (which explains).
     let (head, _) = get(server.addr, "/r/not%20a%20room", false).await;
     assert!(head.starts_with("http/1.1 404"), "{head}");
+    assert!(head.contains("content-type: text/html"), "{head}");
 
     let dist = tests::browser::dist_dir().unwrap();
     let wasm = std::fs::read_dir(&dist)
