@@ -9,7 +9,8 @@
 //! - [`config`]: flags, environment variables and defaults.
 //! - [`server`]: the accept loop, header timeout and graceful shutdown.
 //! - [`http`]: routes: the page, health checks, the upgrade and its checks.
-//! - [`socket`]: one connection: reading, validation, limits, writing, pings.
+//! - [`socket`]: one connection: its handler (state and a short `select!`),
+//!   one function per message type, and the wire with its write deadline.
 //! - [`room`]: one room's task; [`rooms`]: the registry of open rooms.
 //! - [`limits`]: connection caps, accept rate, message rate, violations.
 //! - [`love`]: love taps, counted once and acknowledged when durable.
@@ -32,6 +33,7 @@ pub mod socket;
 pub use config::{Config, LogFormat};
 pub use server::run;
 
+use clock::Clock;
 use limits::ConnectionLimits;
 use love::LoveStore;
 use room::RoomTiming;
@@ -66,6 +68,9 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// The id of the next connection.
     pub next_conn: AtomicU64,
+    /// The clock protocol times are read from (the system clock, except in
+    /// paused-time tests).
+    pub clock: Clock,
 }
 
 impl Deref for AppState {
@@ -78,16 +83,22 @@ impl Deref for AppState {
 impl AppState {
     /// A fresh server state for `config`, keeping love in `love`.
     pub fn new(config: Config, love: LoveStore) -> Self {
+        Self::with_clock(config, love, Clock::system())
+    }
+
+    /// A fresh server state whose protocol times come from `clock`.
+    pub fn with_clock(config: Config, love: LoveStore, clock: Clock) -> Self {
         let tracker = TaskTracker::new();
         let timing = RoomTiming { tick: config.tick, vote_ttl: config.vote_ttl };
         AppState(Arc::new(Shared {
-            rooms: Rooms::new(timing, tracker.clone(), love.clone()),
+            rooms: Rooms::new(timing, tracker.clone(), love.clone(), clock),
             love,
             limits: ConnectionLimits::new(config.max_connections, config.max_accept_rate),
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
             tracker,
             next_conn: AtomicU64::new(1),
+            clock,
             config,
         }))
     }
