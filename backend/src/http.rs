@@ -2,10 +2,10 @@
 //! the WebSocket upgrade with every check that happens before it (room name,
 //! client id, origin, draining, connection caps).
 
-use crate::AppState;
 use crate::limits::Refusal;
 use crate::metrics::metrics;
 use crate::socket::{self, Connection};
+use crate::{AppState, auth};
 use axum::Router;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{Path, Query, State};
@@ -83,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/ws", get(ws_main))
         .route("/ws/{room}", get(ws_room))
+        .merge(crate::api::router(&state))
         .merge(pages)
         .with_state(state)
         // Request ids: taken from `x-request-id` or made, put on a span
@@ -137,6 +138,9 @@ async fn room_page(
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
     client_id: Option<String>,
+    /// A private room's join token (browsers cannot set headers on a
+    /// WebSocket). Never logged: spans record the path only.
+    token: Option<String>,
 }
 
 async fn ws_main(
@@ -168,10 +172,39 @@ fn upgrade_to_room(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {
     let client_id = match query.client_id {
-        Some(id) => ClientId::parse(&id)
-            .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.to_string()))?,
-        None => new_client_id(),
+        Some(id) => Some(
+            ClientId::parse(&id)
+                .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.to_string()))?,
+        ),
+        None => None,
     };
+    // Private rooms: the token is checked before anything else is decided.
+    let admitted = match auth::admit(
+        state.tokens.as_ref(),
+        &room,
+        query.token.as_deref(),
+        state.clock.now_ms(),
+    ) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            metrics().upgrade_refused("token");
+            return Ok(refusal.into_response());
+        }
+    };
+    let client_id = match (client_id, admitted.as_ref().and_then(|a| a.sub.clone())) {
+        (Some(id), Some(sub)) if id != sub => {
+            metrics().upgrade_refused("token");
+            return Ok(auth::Refusal::WrongClient.into_response());
+        }
+        (_, Some(sub)) => sub,
+        (Some(id), None) => id,
+        (None, None) => new_client_id(),
+    };
+    // When the token expires, the socket is closed.
+    let expires = admitted.map(|a| {
+        let left = (a.expires_ms - state.clock.now_ms()).max(0.0);
+        state.clock.now() + Duration::from_secs_f64(left / 1000.0)
+    });
     check_origin(&state, &headers).inspect_err(|_| metrics().upgrade_refused("origin"))?;
     if state.draining.load(Ordering::Relaxed) {
         metrics().upgrade_refused("draining");
@@ -192,7 +225,7 @@ fn upgrade_to_room(
         HttpError::new(StatusCode::SERVICE_UNAVAILABLE, message)
     })?;
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
-    let connection = Connection { conn, room, client_id, slot };
+    let connection = Connection { conn, room, client_id, slot, expires };
     let max = state.config.max_message_bytes;
     let tracker_token = state.tracker.token();
     let response = upgrade

@@ -1,5 +1,6 @@
 //! The `heartsync` binary: parse flags, set up logging, bind, serve until
-//! SIGTERM or Ctrl-C. Everything else lives in the library.
+//! SIGTERM or Ctrl-C; or, as `heartsync token`, mint a join token. Everything
+//! else lives in the library.
 
 use anyhow::Context;
 use backend::{Config, LogFormat};
@@ -8,6 +9,13 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `heartsync token …` mints a join token; without a subcommand the
+    // flags are the server's, as they always were.
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "token") {
+        let command = backend::auth::TokenCommand::parse_from(std::env::args_os().skip(1));
+        print!("{}", command.run(backend::clock::now_ms())?);
+        return Ok(());
+    }
     let config = Config::parse();
     init_logging(&config)?;
     raise_fd_limit();

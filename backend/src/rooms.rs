@@ -43,6 +43,18 @@ pub struct Membership {
     pub consensus: tokio::sync::watch::Receiver<ConsensusFrame>,
 }
 
+/// A watcher of a room (an SSE stream): it sees the room's consensus and
+/// keeps the room open, but is not one of its hearts. Unwatching happens on
+/// drop.
+#[derive(Debug)]
+pub struct Watcher {
+    rooms: Rooms,
+    /// The room watched.
+    pub name: RoomName,
+    /// The room's newest consensus.
+    pub consensus: tokio::sync::watch::Receiver<ConsensusFrame>,
+}
+
 /// Why a join failed.
 #[derive(Debug, thiserror::Error)]
 #[error("the room's task has stopped")]
@@ -71,6 +83,40 @@ impl Rooms {
         // (every critical section is a single insert, update or remove), so
         // a poisoned lock is still safe to use.
         self.0.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every open room and its newest consensus, in no order.
+    pub fn snapshot(&self) -> Vec<(RoomName, shared::Consensus)> {
+        let open = self.lock();
+        open.iter()
+            .map(|(name, (handle, _))| (name.clone(), handle.consensus.borrow().consensus))
+            .collect()
+    }
+
+    /// Room `name`'s newest consensus, if it is open.
+    pub fn current(&self, name: &RoomName) -> Option<shared::Consensus> {
+        self.lock().get(name).map(|(handle, _)| handle.consensus.borrow().consensus)
+    }
+
+    /// Watches room `name` if it is open (it is not opened for a watcher).
+    /// The watcher keeps the room open until dropped, like a member.
+    pub fn watch(&self, name: &RoomName) -> Option<Watcher> {
+        let mut open = self.lock();
+        let entry = open.get_mut(name)?;
+        entry.1 += 1;
+        let consensus = entry.0.consensus.clone();
+        Some(Watcher { rooms: self.clone(), name: name.clone(), consensus })
+    }
+
+    /// Undoes one member's or watcher's count; the room closes with the last.
+    fn release(&self, name: &RoomName) {
+        let mut open = self.lock();
+        if let Some(entry) = open.get_mut(name) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                open.remove(name);
+            }
+        }
     }
 
     /// Joins `conn` to room `name`, opening the room if needed, and returns
@@ -105,13 +151,13 @@ impl Rooms {
 impl Drop for Membership {
     fn drop(&mut self) {
         let _ = self.handle.control.send(Control::Leave { conn: self.conn });
-        let mut open = self.rooms.lock();
-        if let Some(entry) = open.get_mut(&self.name) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
-                open.remove(&self.name);
-            }
-        }
+        self.rooms.release(&self.name);
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.rooms.release(&self.name);
     }
 }
 
@@ -162,6 +208,23 @@ mod tests {
         let (_c, first) = rooms.join(name("kitchen"), 3).await.expect("joined");
         assert_eq!((first.consensus.seq, first.consensus.hearts), (0, 1), "a new room");
         assert_eq!(rooms.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watcher_sees_the_room_keeps_it_open_and_is_no_heart() {
+        let rooms = rooms();
+        assert!(rooms.watch(&name("kitchen")).is_none(), "no room is opened for a watcher");
+        let (a, _) = rooms.join(name("kitchen"), 1).await.expect("joined");
+        let mut watcher = rooms.watch(&name("kitchen")).expect("the room is open");
+        drop(a);
+        assert_eq!(rooms.len(), 1, "the watcher keeps the room open");
+        watcher.consensus.changed().await.expect("the room runs");
+        assert_eq!(watcher.consensus.borrow_and_update().consensus.hearts, 0);
+        assert_eq!(rooms.current(&name("kitchen")).map(|c| c.hearts), Some(0));
+        assert_eq!(rooms.snapshot().len(), 1);
+        drop(watcher);
+        assert!(rooms.is_empty());
+        assert_eq!(rooms.current(&name("kitchen")), None);
     }
 
     #[tokio::test(start_paused = true)]
