@@ -20,8 +20,9 @@ pub struct Rooms(Arc<Registry>);
 
 #[derive(Debug)]
 struct Registry {
-    /// Each open room's handle and how many connections are in it.
-    open: Mutex<HashMap<RoomName, (RoomHandle, usize)>>,
+    /// Each open room's handle, how many connections are in it, and how
+    /// many watchers (SSE streams) watch it; it closes when both are zero.
+    open: Mutex<HashMap<RoomName, (RoomHandle, usize, usize)>>,
     timing: RoomTiming,
     tracker: TaskTracker,
     love: LoveStore,
@@ -78,42 +79,51 @@ impl Rooms {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, (RoomHandle, usize)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, (RoomHandle, usize, usize)>> {
         // A panic while holding this lock cannot leave the map half-updated
         // (every critical section is a single insert, update or remove), so
         // a poisoned lock is still safe to use.
         self.0.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Every open room and its newest consensus, in no order.
+    /// Every room with someone in it, and its newest consensus, in no order.
     pub fn snapshot(&self) -> Vec<(RoomName, shared::Consensus)> {
         let open = self.lock();
         open.iter()
-            .map(|(name, (handle, _))| (name.clone(), handle.consensus.borrow().consensus))
+            .filter(|(_, (_, members, _))| *members > 0)
+            .map(|(name, (handle, _, _))| (name.clone(), handle.consensus.borrow().consensus))
             .collect()
     }
 
-    /// Room `name`'s newest consensus, if it is open.
+    /// Room `name`'s newest consensus, if someone is in it. (Its `hearts`
+    /// are as of the room's last tick: zero for a room not yet a tick old.)
     pub fn current(&self, name: &RoomName) -> Option<shared::Consensus> {
-        self.lock().get(name).map(|(handle, _)| handle.consensus.borrow().consensus)
+        let open = self.lock();
+        let (handle, _, _) = open.get(name).filter(|(_, members, _)| *members > 0)?;
+        Some(handle.consensus.borrow().consensus)
     }
 
-    /// Watches room `name` if it is open (it is not opened for a watcher).
-    /// The watcher keeps the room open until dropped, like a member.
+    /// Watches room `name` if someone is in it (no room is opened for a
+    /// watcher). The watcher keeps the room open until dropped, even after
+    /// its last member leaves.
     pub fn watch(&self, name: &RoomName) -> Option<Watcher> {
         let mut open = self.lock();
-        let entry = open.get_mut(name)?;
-        entry.1 += 1;
+        let entry = open.get_mut(name).filter(|(_, members, _)| *members > 0)?;
+        entry.2 += 1;
         let consensus = entry.0.consensus.clone();
         Some(Watcher { rooms: self.clone(), name: name.clone(), consensus })
     }
 
     /// Undoes one member's or watcher's count; the room closes with the last.
-    fn release(&self, name: &RoomName) {
+    fn release(&self, name: &RoomName, watcher: bool) {
         let mut open = self.lock();
         if let Some(entry) = open.get_mut(name) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
+            if watcher {
+                entry.2 -= 1;
+            } else {
+                entry.1 -= 1;
+            }
+            if entry.1 == 0 && entry.2 == 0 {
                 open.remove(name);
             }
         }
@@ -130,7 +140,11 @@ impl Rooms {
             let mut open = self.lock();
             let entry = open.entry(name.clone()).or_insert_with(|| {
                 let love = self.0.love.clone();
-                (room::spawn(name.clone(), self.0.timing, &self.0.tracker, love, self.0.clock), 0)
+                (
+                    room::spawn(name.clone(), self.0.timing, &self.0.tracker, love, self.0.clock),
+                    0,
+                    0,
+                )
             });
             entry.1 += 1;
             entry.0.clone()
@@ -151,13 +165,13 @@ impl Rooms {
 impl Drop for Membership {
     fn drop(&mut self) {
         let _ = self.handle.control.send(Control::Leave { conn: self.conn });
-        self.rooms.release(&self.name);
+        self.rooms.release(&self.name, false);
     }
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        self.rooms.release(&self.name);
+        self.rooms.release(&self.name, true);
     }
 }
 
@@ -216,12 +230,15 @@ mod tests {
         assert!(rooms.watch(&name("kitchen")).is_none(), "no room is opened for a watcher");
         let (a, _) = rooms.join(name("kitchen"), 1).await.expect("joined");
         let mut watcher = rooms.watch(&name("kitchen")).expect("the room is open");
+        assert!(rooms.current(&name("kitchen")).is_some());
+        assert_eq!(rooms.snapshot().len(), 1);
         drop(a);
         assert_eq!(rooms.len(), 1, "the watcher keeps the room open");
         watcher.consensus.changed().await.expect("the room runs");
         assert_eq!(watcher.consensus.borrow_and_update().consensus.hearts, 0);
-        assert_eq!(rooms.current(&name("kitchen")).map(|c| c.hearts), Some(0));
-        assert_eq!(rooms.snapshot().len(), 1);
+        assert_eq!(rooms.current(&name("kitchen")), None, "no one is in it");
+        assert!(rooms.snapshot().is_empty());
+        assert!(rooms.watch(&name("kitchen")).is_none());
         drop(watcher);
         assert!(rooms.is_empty());
         assert_eq!(rooms.current(&name("kitchen")), None);

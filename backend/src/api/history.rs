@@ -238,8 +238,11 @@ pub fn spawn_sampler(state: AppState) {
             tokio::select! {
                 () = state.shutdown.cancelled() => break,
                 _ = every.tick() => {
+                    // Seq 0 is a room's placeholder before its first tick.
                     for (room, consensus) in state.rooms.snapshot() {
-                        state.history.record(&room, &consensus);
+                        if consensus.seq > 0 {
+                            state.history.record(&room, &consensus);
+                        }
                     }
                 }
                 _ = sweeps.tick() => state.history.forget_before(state.clock.now_ms() - SPAN_MS),

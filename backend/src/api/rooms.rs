@@ -95,8 +95,8 @@ impl Cursor {
     }
 }
 
-/// The listing: public rooms with someone in them, most hearts first, the
-/// page after `cursor`.
+/// The listing of `rooms` (those with someone in them): the public ones,
+/// most hearts first, the page after `cursor`.
 pub fn page(
     rooms: impl IntoIterator<Item = (RoomName, Consensus)>,
     limit: usize,
@@ -110,7 +110,7 @@ pub fn page(
     };
     let mut listed: Vec<RoomSummary> = rooms
         .into_iter()
-        .filter(|(name, c)| c.hearts > 0 && !auth::is_private(name))
+        .filter(|(name, _)| !auth::is_private(name))
         .map(|(name, c)| summary(&name, &c))
         .collect();
     listed.sort_by(|a, b| Cursor::of(a).key().cmp(&Cursor::of(b).key()));
@@ -239,8 +239,8 @@ pub async fn one(
 ) -> Result<Json<ConsensusMessage>, Refused> {
     let (room, _) = super::enter(&state, &room, &headers, None)?;
     match state.rooms.current(&room) {
-        Some(c) if c.hearts > 0 => Ok(Json(c.into())),
-        _ => Err(ApiError::no_room(&room).into()),
+        Some(c) => Ok(Json(c.into())),
+        None => Err(ApiError::no_room(&room).into()),
     }
 }
 
@@ -281,12 +281,12 @@ mod tests {
         let all = page(rooms, 500, None).expect("a page");
         let expected: Vec<String> = all.rooms.iter().map(|r| r.name.clone()).collect();
         assert_eq!(seen, expected);
-        assert_eq!(seen.len(), 4, "rooms with no hearts are not listed");
+        assert_eq!(seen.len(), 7);
     }
 
     #[test]
-    fn private_and_empty_rooms_are_never_listed() {
-        let rooms = vec![room("private-x", 9), room("empty", 0), room("kitchen", 1)];
+    fn private_rooms_are_never_listed() {
+        let rooms = vec![room("private-x", 9), room("kitchen", 1)];
         assert_eq!(names(&page(rooms, 50, None).expect("a page")), ["kitchen"]);
     }
 

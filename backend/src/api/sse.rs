@@ -59,7 +59,7 @@ pub struct EventsQuery {
     tag = "rooms",
     params(
         ("room" = String, Path, description = "The room's name", pattern = r"^[A-Za-z0-9_-]{1,64}$"),
-        ("Last-Event-ID" = Option<String>, Header, description = "The last `id:` seen; the stream resumes at the newest consensus, skipping it if it is that one"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "The last `id:` seen; the stream resumes at the newest consensus, skipping it if it is that one"),
         EventsQuery,
     ),
     security((), ("join_token" = [])),
@@ -92,8 +92,8 @@ pub async fn events(
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", message).into());
     }
     let watcher = match state.rooms.watch(&room) {
-        Some(watcher) if watcher.consensus.borrow().consensus.hearts > 0 => watcher,
-        _ => {
+        Some(watcher) => watcher,
+        None => {
             metrics().sse_refused("not_found");
             return Err(ApiError::no_room(&room).into());
         }
@@ -126,6 +126,7 @@ pub async fn events(
         min_gap,
         next_allowed: Instant::now(),
         first: true,
+        retry_due: true,
         last_seen,
         reason: "client",
     };
@@ -174,6 +175,8 @@ struct Stream {
     next_allowed: Instant,
     /// Whether the first event (the consensus as of now) is still to come.
     first: bool,
+    /// Whether the `retry:` hint is still to be sent.
+    retry_due: bool,
     /// The `Last-Event-ID` the client reconnected with.
     last_seen: Option<u64>,
     /// Why the stream ended, for the metric when it is dropped.
@@ -186,9 +189,12 @@ impl Stream {
         if self.first {
             self.first = false;
             let newest = self.watcher.consensus.borrow_and_update().clone();
-            // A client resuming with the newest already seen waits for the next.
-            if Some(newest.consensus.seq) != self.last_seen {
-                return Some(self.event(&newest).retry(RETRY));
+            // A client resuming with the newest already seen waits for the
+            // next; so does every client of a room not yet a tick old (its
+            // seq-0 placeholder counts no one).
+            let seq = newest.consensus.seq;
+            if seq > 0 && Some(seq) != self.last_seen {
+                return Some(self.event(&newest));
             }
         }
         loop {
@@ -240,10 +246,12 @@ impl Stream {
     fn event(&mut self, frame: &crate::room::ConsensusFrame) -> Event {
         self.next_allowed = Instant::now() + self.min_gap;
         metrics().sse_events.increment(1);
-        Event::default()
+        let event = Event::default()
             .event("consensus")
             .id(frame.consensus.seq.to_string())
-            .data(frame.text.as_str())
+            .data(frame.text.as_str());
+        // The reconnect hint rides on the first event.
+        if std::mem::take(&mut self.retry_due) { event.retry(RETRY) } else { event }
     }
 }
 
