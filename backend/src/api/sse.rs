@@ -262,3 +262,103 @@ impl Drop for Stream {
         tracing::debug!(room = %self.watcher.name, reason = self.reason, "event stream closed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::limits::ConnectionLimits;
+    use crate::love::{LoveStore, memory::MemoryLove};
+    use crate::room::RoomTiming;
+    use crate::rooms::{Membership, Rooms};
+    use shared::RoomName;
+    use tokio_util::task::TaskTracker;
+
+    const TICK: Duration = Duration::from_millis(250);
+
+    /// A room with one member, and a stream watching it.
+    async fn watched(
+        min_gap: Duration,
+        expires: Option<Duration>,
+    ) -> (Stream, Membership, CancellationToken) {
+        let timing = RoomTiming { tick: TICK, vote_ttl: Duration::from_secs(5) };
+        let love = LoveStore::start(MemoryLove::default());
+        let rooms = Rooms::new(timing, TaskTracker::new(), love, Clock::following_tokio(0.0));
+        let name = RoomName::parse("kitchen").expect("a room name");
+        let (member, _) = rooms.join(name.clone(), 1).await.expect("joined");
+        let watcher = rooms.watch(&name).expect("someone is in the room");
+        let shutdown = CancellationToken::new();
+        let stream = Stream {
+            watcher,
+            _slot: ConnectionLimits::new(10, 10).admit().expect("a slot"),
+            _tracked: TaskTracker::new().token(),
+            shutdown: shutdown.clone(),
+            drain: Duration::from_secs(2),
+            close_at: None,
+            expires: expires.map(|after| Instant::now() + after),
+            min_gap,
+            next_allowed: Instant::now(),
+            first: true,
+            retry_due: true,
+            last_seen: None,
+            reason: "client",
+        };
+        (stream, member, shutdown)
+    }
+
+    fn seq(stream: &Stream) -> u64 {
+        stream.watcher.consensus.borrow().consensus.seq
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_tick_is_an_event_and_the_first_waits_for_a_real_tick() {
+        let (mut stream, _member, _) = watched(Duration::ZERO, None).await;
+        let start = Instant::now();
+        assert!(stream.next_event().await.is_some());
+        assert_eq!((seq(&stream), start.elapsed()), (1, TICK), "seq 0 is no tick");
+        for expected in 2..6 {
+            assert!(stream.next_event().await.is_some());
+            assert_eq!(seq(&stream), expected);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn thinning_sends_the_newest_at_most_once_a_gap() {
+        // The gap ends between two ticks (3.6 of them).
+        let (mut stream, _member, _) = watched(Duration::from_millis(900), None).await;
+        assert!(stream.next_event().await.is_some());
+        let (first, at) = (seq(&stream), Instant::now());
+        assert!(stream.next_event().await.is_some());
+        assert_eq!(Instant::now() - at, Duration::from_millis(900), "sent as the gap ends");
+        assert_eq!(seq(&stream), first + 3, "the newest; the ticks in between are skipped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_ends_the_stream_within_the_drain() {
+        let (mut stream, _member, shutdown) = watched(Duration::ZERO, None).await;
+        assert!(stream.next_event().await.is_some());
+        shutdown.cancel();
+        let start = Instant::now();
+        while stream.next_event().await.is_some() {}
+        assert!(start.elapsed() <= Duration::from_secs(2), "{:?}", start.elapsed());
+        assert_eq!(stream.reason, "shutdown");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stream_ends_when_its_token_expires() {
+        let (mut stream, _member, _) = watched(Duration::ZERO, Some(Duration::from_secs(3))).await;
+        let start = Instant::now();
+        while stream.next_event().await.is_some() {}
+        assert_eq!((start.elapsed(), stream.reason), (Duration::from_secs(3), "token_expired"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resume_from_the_newest_waits_for_the_next() {
+        let (mut stream, _member, _) = watched(Duration::ZERO, None).await;
+        tokio::time::sleep(TICK * 3).await;
+        stream.last_seen = Some(seq(&stream));
+        let seen = seq(&stream);
+        assert!(stream.next_event().await.is_some());
+        assert_eq!(seq(&stream), seen + 1);
+    }
+}

@@ -728,3 +728,20 @@ async fn the_token_command_mints_a_share_link_and_tokens_never_reach_the_logs() 
     assert!(!logs.contains("secret-looking-garbage"), "a token reached the logs");
     assert!(!logs.contains(SECRET), "the secret reached the logs");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_for_the_read_api_is_off_unless_configured() {
+    let origin = ("Origin", "https://dashboard.example");
+    let closed = TestServer::start().await;
+    let reply = get(closed.addr, "/api/rooms", &[origin]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("access-control-allow-origin"), None);
+
+    let open =
+        TestServer::start_with(|c| c.api_cors_origins = vec!["https://dashboard.example".into()])
+            .await;
+    let reply = get(open.addr, "/api/rooms", &[origin]).await;
+    assert_eq!(reply.header("access-control-allow-origin"), Some("https://dashboard.example"));
+    let other = get(open.addr, "/api/rooms", &[("Origin", "https://elsewhere.example")]).await;
+    assert_eq!(other.header("access-control-allow-origin"), None);
+}
