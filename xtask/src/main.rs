@@ -40,6 +40,8 @@ commands:
   test [args...]    install build and test tools, build dist/, run
                     schemathesis against the read API, then
                     `cargo test --workspace [args...]`
+  contract          build the server and run only schemathesis against
+                    its read API
   ci                fmt check, clippy (host and wasm32), then all of `test`";
 
 fn main() -> ExitCode {
@@ -72,6 +74,12 @@ fn dispatch(args: &[String]) -> Result<()> {
         "build" => build(&workspace, &mut steps),
         "run" => serve(&workspace, &mut steps, strip_separator(rest)),
         "test" => test(&workspace, &mut steps, rest),
+        "contract" => {
+            steps.run("cargo build -p backend", || {
+                run(workspace.cargo().args(["build", "--package", "backend", "--bins"]))
+            })?;
+            api_contract(&workspace, &mut steps)
+        }
         "ci" => {
             if !rest.is_empty() {
                 bail!("`ci` takes no arguments, not {rest:?}");
