@@ -242,6 +242,11 @@ impl DeadlineStream {
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 metrics().http_write_timeouts.increment(1);
+                // Close with a reset rather than a FIN queued behind the
+                // unsent data: otherwise the kernel keeps the socket, and
+                // its full send buffer, for minutes after we let go of it,
+                // probing a window the client never opens.
+                let _ = self.inner.set_zero_linger();
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the client did not read the response in time",
@@ -317,7 +322,7 @@ impl AsyncWrite for DeadlineStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A connected pair on the loopback; the client side never reads.
     async fn pair() -> (TcpStream, TcpStream) {
@@ -346,14 +351,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_write_that_stays_pending_fails_after_the_timeout() {
-        let (server, _client) = pair().await;
+    async fn a_write_that_stays_pending_fails_after_the_timeout_and_resets() {
+        let (server, mut client) = pair().await;
         let mut stream =
             DeadlineStream::new(server, Duration::from_millis(200), WriteDeadline::default());
         let started = Instant::now();
         let ended = write_until_stuck(&mut stream, Duration::from_secs(10)).await;
         assert_eq!(ended, Some(io::ErrorKind::TimedOut));
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        // Dropped, it resets the connection instead of leaving the kernel
+        // to deliver everything still queued: the client, reading at last,
+        // meets a reset, not the end of a stream.
+        drop(stream);
+        let mut buffer = vec![0u8; 64 * 1024];
+        let read_to_the_end = async {
+            loop {
+                match client.read(&mut buffer).await {
+                    Ok(0) => return None,
+                    Ok(_) => continue,
+                    Err(error) => return Some(error.kind()),
+                }
+            }
+        };
+        let end = tokio::time::timeout(Duration::from_secs(10), read_to_the_end).await;
+        assert_eq!(end.ok(), Some(Some(io::ErrorKind::ConnectionReset)));
     }
 
     #[tokio::test]
