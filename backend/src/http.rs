@@ -164,8 +164,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
             HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "storage is not writable")
                 .into_response()
         }
-        Err(_) => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "storage is not answering")
-            .into_response(),
+        Err(_) => {
+            // 503s are not logged per request (see `log_failure`); this one
+            // is a fault of ours, not a refusal, so it says so itself.
+            tracing::warn!("not ready: the love store did not answer within 2 s");
+            HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "storage is not answering")
+                .into_response()
+        }
     }
 }
 
