@@ -351,7 +351,12 @@ fn ci(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
         run(workspace.cargo().args(["deny", "--offline", "check", "licenses", "bans", "sources"]))
     })?;
     steps.run("cargo machete", || {
-        run(workspace.cargo().arg("machete"))
+        // Run directly: as `cargo machete` under `cargo xtask` it sees our
+        // CARGO_PKG_NAME, decides it is not a cargo subcommand, and takes
+        // "machete" for a folder.
+        run(Command::new("cargo-machete")
+            .current_dir(&workspace.root)
+            .env("PATH", &workspace.tool_path))
             .context("remove the unused dependency, or list it under [package.metadata.cargo-machete] ignored with the reason")
     })?;
     // Every test binary runs even when one fails, so one CI log shows
