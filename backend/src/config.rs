@@ -175,6 +175,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_hostile_input_limits_have_defaults_and_flags() {
+        let defaults = Config::default();
+        assert_eq!(defaults.max_connections_per_ip, 200);
+        assert_eq!(defaults.max_http_connections, 1024);
+        assert!(defaults.trusted_proxies.is_empty() && defaults.public_origins.is_empty());
+        let config = Config::try_parse_from([
+            "heartsync",
+            "--max-connections-per-ip",
+            "5",
+            "--max-http-connections",
+            "64",
+            "--trusted-proxy",
+            "10.0.0.0/8,127.0.0.1",
+            "--public-origin",
+            "https://Heartsync.example/",
+            "--public-origin",
+            "http://localhost:8080",
+        ])
+        .expect("valid flags");
+        assert_eq!(config.max_connections_per_ip, 5);
+        assert_eq!(config.max_http_connections, 64);
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(config.public_origins, ["https://heartsync.example", "http://localhost:8080"]);
+        let bad = Config::try_parse_from(["heartsync", "--trusted-proxy", "nginx"]);
+        assert!(bad.is_err());
+    }
+
+    #[test]
     fn trusted_proxies_are_addresses_or_networks() {
         assert_eq!(parse_network("127.0.0.1"), Ok("127.0.0.1/32".parse().expect("a network")));
         assert_eq!(parse_network(" 10.0.0.0/8"), Ok("10.0.0.0/8".parse().expect("a network")));
