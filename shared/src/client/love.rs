@@ -100,10 +100,11 @@ impl Love {
         if seq <= self.acked {
             return None;
         }
-        let waited = now - self.sent_at;
+        // Deadlines as `next_due` computes them, so the two agree to the
+        // last bit of rounding.
         let send = if seq > self.sent {
-            waited >= BATCH_MS
-        } else if waited >= self.resend_ms {
+            now >= self.sent_at + BATCH_MS
+        } else if now >= self.sent_at + self.resend_ms {
             self.resend_ms = (self.resend_ms * 2.0).min(MAX_RESEND_MS);
             true
         } else {
