@@ -288,4 +288,29 @@ mod tests {
         love.acknowledged(ack(2, 2));
         assert_eq!(love.next_due(), None);
     }
+
+    #[test]
+    fn taps_are_sent_once_and_then_acknowledged() {
+        let mut love = Love::new(0, 0);
+        assert_eq!(love.due(0.0), None, "nothing tapped yet");
+        for _ in 0..3 {
+            love.tap();
+        }
+        assert_eq!(love.due(0.0), Some(3));
+        assert_eq!(love.due(0.0), None, "already on its way");
+        love.acknowledged(ack(3, 3));
+        assert_eq!(love.acked(), 3);
+        assert_eq!(love.due(FIRST_RESEND_MS * 2.0), None);
+    }
+
+    #[test]
+    fn unacknowledged_taps_go_again_after_a_while_and_on_a_new_connection() {
+        let mut love = Love::new(0, 0);
+        love.tap();
+        love.tap();
+        assert_eq!(love.due(0.0), Some(2));
+        assert_eq!(love.due(FIRST_RESEND_MS), Some(2), "resent after a while");
+        love.connected();
+        assert_eq!(love.due(FIRST_RESEND_MS), Some(2), "resent on a new connection");
+    }
 }
