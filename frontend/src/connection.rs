@@ -4,7 +4,7 @@
 //! page's [`Command`]s. A thin shell: what to send, when a connection is
 //! lost and how long to wait is the session's to say; this module only
 //! moves frames. The loop ends, closing its socket, when the room component
-//! is cleaned up (its command sender is dropped, or its session released).
+//! is cleaned up (it closes the command channel and releases the session).
 //!
 //! gloo-net drives the browser's own WebSocket, so the browser offers
 //! permessage-deflate as it always does; the server declines it, and so does
