@@ -61,7 +61,7 @@ async fn wait(
         }
         // Wake at least every second, for the countdown.
         let mut tick = browser::sleep_until(until.min(now + 1000.0)).fuse();
-        futures::select! {
+        futures::select_biased! {
             () = tick => {}
             command = commands.next() => {
                 let now_please = match command.ok_or(Stopped)? {
@@ -122,7 +122,7 @@ async fn talk(
     loop {
         let wake = page.with(|s| s.next_wake()).ok_or(Stopped)?;
         let mut timer = browser::sleep_until(wake).fuse();
-        futures::select! {
+        futures::select_biased! {
             ready = futures::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).fuse() => {
                 if ready.is_err() {
                     return Ok(String::from("the socket failed"));
@@ -147,7 +147,10 @@ async fn talk(
         }
         let wake = page.with(|s| s.next_wake()).ok_or(Stopped)?;
         let mut timer = browser::sleep_until(wake).fuse();
-        futures::select! {
+        // In order: a frame that is already waiting is taken before the
+        // timer can say the server went silent (and no random branch order
+        // is compiled into the page).
+        futures::select_biased! {
             frame = stream.next().fuse() => match frame {
                 Some(Ok(Message::Text(text))) => outgoing.extend(received(page, &text)?),
                 Some(Ok(Message::Bytes(_))) => {
