@@ -827,6 +827,15 @@ impl Report {
     }
 }
 
+/// One figure of both rows.
+struct Ratio {
+    name: &'static str,
+    heartsync: Option<f64>,
+    floor: Option<f64>,
+    /// heartsync ÷ floor.
+    ratio: Option<f64>,
+}
+
 /// heartsync and the floor under the same load in the same run.
 struct Comparison {
     heartsync: Report,
@@ -834,9 +843,9 @@ struct Comparison {
 }
 
 impl Comparison {
-    /// `(figure, heartsync, floor, heartsync ÷ floor)`; the ratio is `None`
-    /// when either side is missing or the floor's is 0.
-    fn ratios(&self) -> Vec<(&'static str, Option<f64>, Option<f64>, Option<f64>)> {
+    /// Every compared figure; the ratio is `None` when either side is
+    /// missing or the floor's is 0.
+    fn ratios(&self) -> Vec<Ratio> {
         self.heartsync
             .figures()
             .into_iter()
@@ -846,7 +855,7 @@ impl Comparison {
                     (Some(h), Some(f)) if f != 0.0 => Some(h / f),
                     _ => None,
                 };
-                (name, h, f, ratio)
+                Ratio { name, heartsync: h, floor: f, ratio }
             })
             .collect()
     }
@@ -859,7 +868,7 @@ impl Comparison {
         println!("── heartsync vs the floor (ratio: heartsync ÷ floor) ──");
         println!("{:<36} {:>12} {:>12} {:>8}", "figure", "heartsync", "floor", "ratio");
         let num = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1}"));
-        for (name, h, f, ratio) in self.ratios() {
+        for Ratio { name, heartsync: h, floor: f, ratio } in self.ratios() {
             println!(
                 "{name:<36} {:>12} {:>12} {:>8}",
                 num(h),
@@ -871,7 +880,7 @@ impl Comparison {
 
     fn json(&self) -> serde_json::Value {
         let ratios: serde_json::Map<String, serde_json::Value> =
-            self.ratios().into_iter().map(|(name, _, _, r)| (name.to_owned(), r.into())).collect();
+            self.ratios().into_iter().map(|r| (r.name.to_owned(), r.ratio.into())).collect();
         serde_json::json!({
             "heartsync": self.heartsync.json(),
             "floor": self.floor.json(),
@@ -887,7 +896,6 @@ mod tests {
     /// Runs the floor on its own thread (one thread, as in its own process)
     /// on a free loopback port until the returned sender is dropped.
     fn start_floor(tick: Duration) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-        let listener = floor::bind("127.0.0.1:0".parse().expect("addr"));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
@@ -897,7 +905,7 @@ mod tests {
                 .expect("runtime");
             let local = tokio::task::LocalSet::new();
             local.block_on(&runtime, async move {
-                let listener = listener.expect("floor listens");
+                let listener = floor::bind("127.0.0.1:0".parse().expect("addr")).expect("listens");
                 addr_tx.send(listener.local_addr().expect("addr")).expect("send addr");
                 tokio::select! {
                     () = floor::serve(listener, tick) => {}
@@ -955,7 +963,8 @@ mod tests {
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let sample = runtime.block_on(target.sample()).expect("a sample");
-        assert!(sample.rss_bytes > 0.0 && sample.cpu_seconds >= 0.0);
+        assert!(sample.process.rss_bytes > 0.0 && sample.process.cpu_seconds >= 0.0);
+        assert_eq!(sample.consensus_sent, None, "the floor has no /metrics");
     }
 
     #[test]
