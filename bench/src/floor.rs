@@ -209,7 +209,11 @@ async fn ticks(floor: Rc<Floor>) {
 /// One connection: upgrade, welcome, then join the fan-out and drain input.
 async fn connection(floor: Rc<Floor>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let upgrade = tokio::time::timeout(Duration::from_secs(10), handshake(&floor, &mut stream));
+    // Boxed: the upgrade's state (a timer, buffers, the welcome) is large
+    // and short-lived; inline, it would size this task, which lives as long
+    // as the connection, for its largest moment.
+    let upgrade =
+        Box::pin(tokio::time::timeout(Duration::from_secs(10), handshake(&floor, &mut stream)));
     let Ok(Some(room)) = upgrade.await else {
         return;
     };
@@ -341,6 +345,20 @@ mod tests {
         ] {
             assert_eq!(Upgrade::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_task_is_small_for_its_whole_life() {
+        // Every heart holds one such task for as long as it is connected:
+        // its size is most of the floor's memory per heart.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let _client =
+            TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connects");
+        let (server, _) = listener.accept().await.expect("accepts");
+        let task = connection(Rc::new(Floor::new(Duration::from_millis(250))), server);
+        let size = std::mem::size_of_val(&task);
+        // 336 bytes here; 480 with the upgrade's state inline.
+        assert!(size <= 400, "a connection's task is {size} bytes");
     }
 
     #[test]
