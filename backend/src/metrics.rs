@@ -80,6 +80,13 @@ pub struct Metrics {
     pub sse_opened: Counter,
     /// Consensus events written to SSE streams.
     pub sse_events: Counter,
+    /// HTTP connections open now (WebSockets count apart once upgraded).
+    pub http_connections_open: Gauge,
+    /// TCP connections refused at `--max-http-connections`.
+    pub http_connections_refused: Counter,
+    /// HTTP connections closed because a response stayed unwritable for
+    /// `--write-timeout` (a client that does not read).
+    pub http_write_timeouts: Counter,
     handle: PrometheusHandle,
     process: metrics_process::Collector,
 }
@@ -146,6 +153,9 @@ fn install() -> Metrics {
         sse_open: gauge!("heartsync_sse_streams_open"),
         sse_opened: counter!("heartsync_sse_streams_opened_total"),
         sse_events: counter!("heartsync_sse_events_sent_total"),
+        http_connections_open: gauge!("heartsync_http_connections_open"),
+        http_connections_refused: counter!("heartsync_http_connections_refused_total"),
+        http_write_timeouts: counter!("heartsync_http_write_timeouts_total"),
         handle,
         process,
     }
@@ -227,6 +237,18 @@ fn describe() {
     describe_counter!(
         "heartsync_tokens_refused_total",
         "Requests for private rooms refused for their join token, by reason."
+    );
+    describe_gauge!(
+        "heartsync_http_connections_open",
+        "HTTP connections open now (not counting upgraded WebSockets)."
+    );
+    describe_counter!(
+        "heartsync_http_connections_refused_total",
+        "TCP connections refused with 503 at the HTTP connection cap."
+    );
+    describe_counter!(
+        "heartsync_http_write_timeouts_total",
+        "HTTP connections closed because a response stayed unwritable for the write timeout."
     );
 }
 

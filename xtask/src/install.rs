@@ -30,6 +30,11 @@ const TRUNK_VERSION: &str = "0.21.14";
 /// The major version of npm's `binaryen`, whose `wasm-opt` trunk runs.
 const BINARYEN_VERSION: &str = "132";
 
+/// The supply-chain checkers `ci` runs, pinned: crate (and program) and
+/// version. Installing both takes about 25 minutes on 2 busy cores
+/// (cargo-deny alone about 20), once.
+const CHECK_TOOLS: &[(&str, &str)] = &[("cargo-deny", "0.20.2"), ("cargo-machete", "0.9.2")];
+
 /// Programs the tests need, and the Debian package each comes in. Adding a
 /// service for the tests is one line here.
 const TEST_PACKAGES: &[(&str, &str)] = &[
@@ -155,6 +160,31 @@ pub fn web_tools(root: &Path, tool_path: &OsStr) -> Result<()> {
                 "installed binaryen@{BINARYEN_VERSION}, but {} does not report that version",
                 wasm_opt.display()
             );
+        }
+    }
+    Ok(())
+}
+
+/// Installs the [`CHECK_TOOLS`] that are missing or of another version.
+/// `tool_path` is the `PATH` they are looked up in.
+pub fn check_tools(tool_path: &OsStr) -> Result<()> {
+    for (name, version) in CHECK_TOOLS {
+        // `cargo-deny --version` says "cargo-deny 0.20.2", cargo-machete
+        // only "0.9.2": the version is the last word.
+        let found = || {
+            probe(Command::new(name).arg("--version").env("PATH", tool_path))
+                .and_then(|out| out.split_whitespace().last().map(str::to_string))
+        };
+        let before = found();
+        if before.as_deref() == Some(*version) {
+            println!("ok: {name} {version}");
+            continue;
+        }
+        println!("{name} {version} is needed (found {})", before.as_deref().unwrap_or("none"));
+        run(cargo_install().args([name, "--version", version, "--locked"]))?;
+        let now = found();
+        if now.as_deref() != Some(*version) {
+            bail!("installed {name} {version}, but `{name} --version` now reports {now:?}");
         }
     }
     Ok(())

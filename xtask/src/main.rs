@@ -31,8 +31,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args...]
 
 commands:
-  install [--test]  install the build tools that are missing (with --test,
-                    also the browser and services the tests need)
+  install [--test]  install the build and check tools that are missing (with
+                    --test, also the browser and services the tests need)
   build             install build tools, build dist/ with trunk and the
                     release server binary
   run [-- args...]  build, then serve dist/ on http://127.0.0.1:8080
@@ -42,7 +42,8 @@ commands:
                     `cargo test --workspace [args...]`
   contract          build the server and run only schemathesis against
                     its read API
-  ci                fmt check, clippy (host and wasm32), then all of `test`";
+  ci                fmt check, clippy (host and wasm32), cargo deny and
+                    cargo machete, then all of `test`";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -64,9 +65,13 @@ fn dispatch(args: &[String]) -> Result<()> {
     let mut steps = Steps::default();
     match command.as_str() {
         "install" => match rest {
-            [] => install_build_tools(&workspace, &mut steps),
+            [] => {
+                install_build_tools(&workspace, &mut steps)?;
+                install_check_tools(&workspace, &mut steps)
+            }
             [flag] if flag == "--test" => {
                 install_build_tools(&workspace, &mut steps)?;
+                install_check_tools(&workspace, &mut steps)?;
                 install_test_tools(&mut steps)
             }
             _ => bail!("`install` takes only `--test`, not {rest:?}"),
@@ -192,6 +197,10 @@ fn install_build_tools(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
     steps.run("install trunk, wasm-bindgen, wasm-opt", || {
         install::web_tools(&workspace.root, &workspace.tool_path)
     })
+}
+
+fn install_check_tools(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
+    steps.run("install cargo-deny, cargo-machete", || install::check_tools(&workspace.tool_path))
 }
 
 fn install_test_tools(steps: &mut Steps) -> Result<()> {
@@ -396,6 +405,22 @@ fn ci(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
             "-D",
             "warnings",
         ]))
+    })?;
+    // Supply chain: licences, banned or duplicated heavy crates, sources
+    // (deny.toml says which and why; advisories need a network CI lacks),
+    // and no unused dependencies.
+    install_check_tools(workspace, steps)?;
+    steps.run("cargo deny check licenses bans sources", || {
+        run(workspace.cargo().args(["deny", "--offline", "check", "licenses", "bans", "sources"]))
+    })?;
+    steps.run("cargo machete", || {
+        // Run directly: as `cargo machete` under `cargo xtask` it sees our
+        // CARGO_PKG_NAME, decides it is not a cargo subcommand, and takes
+        // "machete" for a folder.
+        run(Command::new("cargo-machete")
+            .current_dir(&workspace.root)
+            .env("PATH", &workspace.tool_path))
+            .context("remove the unused dependency, or list it under [package.metadata.cargo-machete] ignored with the reason")
     })?;
     // Every test binary runs even when one fails, so one CI log shows
     // every failure.

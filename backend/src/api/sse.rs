@@ -15,12 +15,13 @@ use super::rooms::ConsensusMessage;
 use super::{ApiError, Refused};
 use crate::AppState;
 use crate::auth::ErrorBody;
+use crate::http::Handshake;
 use crate::limits::{ConnectionSlot, Refusal as LimitRefusal};
 use crate::metrics::metrics;
 use crate::rooms::Watcher;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
@@ -69,6 +70,7 @@ pub struct EventsQuery {
         (status = 401, description = "A private room, and no token", body = ErrorBody),
         (status = 403, description = "A private room, and a bad, expired or other room's token", body = ErrorBody),
         (status = 404, description = "No one is in the room", body = ErrorBody),
+        (status = 429, description = "Too many connections from this address", body = ErrorBody),
         (status = 503, description = "Draining, or at the connection limit (`Retry-After`)", body = ErrorBody),
     )
 )]
@@ -76,10 +78,11 @@ pub async fn events(
     State(state): State<AppState>,
     Path(room): Path<String>,
     query: Result<Query<EventsQuery>, QueryRejection>,
-    headers: HeaderMap,
+    handshake: Handshake,
 ) -> Result<Response, Refused> {
+    let headers = handshake.headers();
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let (room, admitted) = super::enter(&state, &room, &headers, query.token.as_deref())
+    let (room, admitted) = super::enter(&state, &room, headers, query.token.as_deref())
         .inspect_err(|_| metrics().sse_refused("token"))?;
     let min_gap = match query.hz {
         None => Duration::ZERO,
@@ -98,13 +101,27 @@ pub async fn events(
             return Err(ApiError::no_room(&room).into());
         }
     };
-    let slot = state.limits.admit().map_err(|refusal| {
-        let (reason, message) = match refusal {
-            LimitRefusal::Full => ("full", "the server is at its connection limit; retry later"),
-            LimitRefusal::TooFast => ("too_fast", "too many new connections; retry in a second"),
+    let client = handshake.client(&state.config.trusted_proxies);
+    let slot = state.limits.admit(client).map_err(|refusal| {
+        let (status, reason, message) = match refusal {
+            LimitRefusal::Full => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "full",
+                "the server is at its connection limit; retry later",
+            ),
+            LimitRefusal::TooFast => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_fast",
+                "too many new connections; retry in a second",
+            ),
+            LimitRefusal::PerAddress => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "per_ip",
+                "too many connections from your address; close one first",
+            ),
         };
         metrics().sse_refused(reason);
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason, message)
+        ApiError::new(status, reason, message)
     })?;
     let last_seen = headers
         .get("last-event-id")
@@ -290,7 +307,9 @@ mod tests {
         let shutdown = CancellationToken::new();
         let stream = Stream {
             watcher,
-            _slot: ConnectionLimits::new(10, 10).admit().expect("a slot"),
+            _slot: ConnectionLimits::new(10, 10, 10)
+                .admit(std::net::Ipv4Addr::LOCALHOST.into())
+                .expect("a slot"),
             _tracked: TaskTracker::new().token(),
             shutdown: shutdown.clone(),
             drain: Duration::from_secs(2),

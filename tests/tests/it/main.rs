@@ -4,6 +4,7 @@ mod api;
 mod browser;
 mod consensus;
 mod deploy;
+mod hostile;
 mod limits;
 mod love;
 mod metrics;
