@@ -745,3 +745,65 @@ async fn cors_for_the_read_api_is_off_unless_configured() {
     let other = get(open.addr, "/api/rooms", &[("Origin", "https://elsewhere.example")]).await;
     assert_eq!(other.header("access-control-allow-origin"), None);
 }
+
+/// A real page in a private room from a share link: it joins with the
+/// fragment's token, keeps it in sessionStorage, drops it from the address
+/// bar, and shows the room's coherence strip with its trend as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_link_opens_a_private_room_in_the_browser_and_shows_its_history() {
+    use tests::browser::{Browser, dist_dir, take_turn, wait_until};
+    let _turn = take_turn().await;
+    let outcome = tokio::time::timeout(Duration::from_secs(120), async {
+        let dist = dist_dir()?;
+        let server = TestServer::start_with(|c| {
+            c.static_dir = dist;
+            c.drain = Duration::from_millis(200);
+            c.tick = Duration::from_millis(100);
+            c.private_rooms = true;
+            c.token_secret = Some(SECRET.parse().expect("a secret"));
+        })
+        .await;
+        let room = "private-browser";
+        let link =
+            server.http_url(&format!("/r/{room}#token={}", token(room, Duration::from_secs(600))));
+        let browser = Browser::start().await?;
+        browser.goto(&link).await?;
+        browser.wait_for_text("status", "connected", |text| text.starts_with("connected")).await?;
+        let href = browser.eval("return window.location.href;").await?;
+        anyhow::ensure!(
+            !href.as_str().unwrap_or("#").contains('#'),
+            "the token stayed in the address bar: {href}"
+        );
+        let kept = browser
+            .eval(&format!("return sessionStorage.getItem('heartsync.token.{room}');"))
+            .await?;
+        anyhow::ensure!(
+            kept.as_str().is_some_and(|t| t.split('.').count() == 3),
+            "sessionStorage has {kept}"
+        );
+
+        let strip = wait_until(Duration::from_secs(10), "the history strip to fill", || async {
+            let label = browser
+                .eval(
+                    "const s = document.querySelector('[data-testid=history]'); \
+                 return s ? [s.getAttribute('aria-label'), s.children.length] : null;",
+                )
+                .await?;
+            let label_text = label[0].as_str().unwrap_or_default().to_owned();
+            anyhow::ensure!(label_text.starts_with("Coherence over the last"), "label {label}");
+            Ok((label_text, label[1].as_u64()))
+        })
+        .await?;
+        anyhow::ensure!(strip.1 == Some(360), "one cell per 10 s for an hour: {strip:?}");
+
+        // Reloaded without the fragment, the tab still has its token.
+        browser.goto(&server.http_url(&format!("/r/{room}"))).await?;
+        browser
+            .wait_for_text("status", "connected again", |text| text.starts_with("connected"))
+            .await?;
+        browser.close().await?;
+        server.shutdown().await
+    })
+    .await;
+    outcome.expect("within two minutes").expect("the browser test");
+}
