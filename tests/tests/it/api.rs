@@ -782,25 +782,52 @@ async fn a_share_link_opens_a_private_room_in_the_browser_and_shows_its_history(
             "sessionStorage has {kept}"
         );
 
-        let strip = wait_until(Duration::from_secs(10), "the history strip to fill", || async {
-            let label = browser
-                .eval(
-                    "const s = document.querySelector('[data-testid=history]'); \
-                 return s ? [s.getAttribute('aria-label'), s.children.length] : null;",
-                )
-                .await?;
-            let label_text = label[0].as_str().unwrap_or_default().to_owned();
-            anyhow::ensure!(label_text.starts_with("Coherence over the last"), "label {label}");
-            Ok((label_text, label[1].as_u64()))
+        // The room is seconds old: the strip is there, empty, and says so
+        // (an answer, so the page's history request carried the token).
+        let strip = |expected: &'static str| {
+            let browser = &browser;
+            async move {
+                wait_until(Duration::from_secs(10), expected, || async {
+                    let found = browser
+                        .eval(
+                            "const s = document.querySelector('[data-testid=history]'); \
+                             return s ? [s.getAttribute('aria-label'), s.children.length] : null;",
+                        )
+                        .await?;
+                    let label = found[0].as_str().unwrap_or_default().to_owned();
+                    anyhow::ensure!(label.starts_with(expected), "the strip says {found}");
+                    anyhow::ensure!(found[1] == 360, "one cell per 10 s for an hour: {found}");
+                    Ok(label)
+                })
+                .await
+            }
+        };
+        strip("No coherence history").await?;
+
+        // Once the room has a bucket, a reload without the fragment (the
+        // token now from sessionStorage) shows it, and says the trend.
+        let bearer = format!("Bearer {}", token(room, Duration::from_secs(600)));
+        wait_until(Duration::from_secs(10), "a bucket of history", || async {
+            let reply = get(
+                server.addr,
+                &format!("/api/rooms/{room}/history"),
+                &[("Authorization", &bearer)],
+            )
+            .await;
+            anyhow::ensure!(
+                reply.json()["buckets"].as_array().is_some_and(|b| !b.is_empty()),
+                "{}",
+                reply.body
+            );
+            Ok(())
         })
         .await?;
-        anyhow::ensure!(strip.1 == Some(360), "one cell per 10 s for an hour: {strip:?}");
-
-        // Reloaded without the fragment, the tab still has its token.
         browser.goto(&server.http_url(&format!("/r/{room}"))).await?;
         browser
             .wait_for_text("status", "connected again", |text| text.starts_with("connected"))
             .await?;
+        let label = strip("Coherence over the last").await?;
+        anyhow::ensure!(label.contains("now "), "{label}");
         browser.close().await?;
         server.shutdown().await
     })
