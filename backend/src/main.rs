@@ -12,7 +12,10 @@ async fn main() -> anyhow::Result<()> {
     // `heartsync token …` mints a join token; without a subcommand the
     // flags are the server's, as they always were.
     if std::env::args_os().nth(1).is_some_and(|arg| arg == "token") {
-        let command = backend::auth::TokenCommand::parse_from(std::env::args_os().skip(1));
+        let args = std::env::args_os().skip(2);
+        let command = backend::auth::TokenCommand::parse_from(
+            std::iter::once(std::ffi::OsString::from("heartsync token")).chain(args),
+        );
         print!("{}", command.run(backend::clock::now_ms())?);
         return Ok(());
     }
