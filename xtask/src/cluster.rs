@@ -771,6 +771,11 @@ fn checks(cluster: &mut Cluster, root: &Path) -> Result<()> {
         ensure!(status.success(), "the drained instance exited with {status}");
         let (closed, alive) = sort_sockets(&mut sockets, Duration::from_secs(2));
         ensure!(!closed.is_empty(), "no client was closed by the draining instance");
+        // Going away (1001), so the page reconnects at once.
+        ensure!(
+            closed.iter().all(|ending| *ending == Ending::Closed(Some(1001))),
+            "the drained clients were not all closed with 1001: {closed:?}"
+        );
         sockets = alive;
         for _ in 0..closed.len() {
             sockets.push(ws_open(nginx, "/ws/spread", Some(&own_origin))?.open()?.0);
@@ -786,22 +791,21 @@ fn checks(cluster: &mut Cluster, root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Splits `sockets` into those whose connection ended (EOF, reset or a
-/// close frame) within `patience` and those still receiving consensus.
-fn sort_sockets(sockets: &mut Vec<Socket>, patience: Duration) -> (Vec<Socket>, Vec<Socket>) {
+/// Splits `sockets` into how those that ended within `patience` ended, and
+/// those still open (receiving consensus).
+fn sort_sockets(sockets: &mut Vec<Socket>, patience: Duration) -> (Vec<Ending>, Vec<Socket>) {
     let deadline = Instant::now() + patience;
-    let mut closed = Vec::new();
+    let mut ended = Vec::new();
     let mut alive = Vec::new();
     for mut socket in sockets.drain(..) {
         let left =
             deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(300));
-        if socket.ends_within(left) {
-            closed.push(socket);
-        } else {
-            alive.push(socket);
+        match socket.ending_within(left) {
+            Some(ending) => ended.push(ending),
+            None => alive.push(socket),
         }
     }
-    (closed, alive)
+    (ended, alive)
 }
 
 /// Polls `check` every 100 ms until it yields `Some`, for at most
@@ -954,17 +958,20 @@ impl Socket {
         Ok((head[0] & 0x0f, payload))
     }
 
-    /// Whether the connection ends (EOF, an error, or a close frame) within
-    /// `patience`; `false` when it is still open then.
-    fn ends_within(&mut self, patience: Duration) -> bool {
+    /// How the connection ends within `patience`; `None` when it is still
+    /// open then.
+    fn ending_within(&mut self, patience: Duration) -> Option<Ending> {
         let deadline = Instant::now() + patience;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || self.reader.get_ref().set_read_timeout(Some(left)).is_err() {
-                return false;
+                return None;
             }
             match self.frame() {
-                Ok((0x8, _)) => return true,
+                Ok((0x8, payload)) => {
+                    let code = payload.get(..2).map(|code| u16::from_be_bytes([code[0], code[1]]));
+                    return Some(Ending::Closed(code));
+                }
                 Ok(_) => continue,
                 Err(error)
                     if matches!(
@@ -972,12 +979,21 @@ impl Socket {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return false;
+                    return None;
                 }
-                Err(_) => return true,
+                Err(_) => return Some(Ending::Lost),
             }
         }
     }
+}
+
+/// How a WebSocket ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// A close frame, with its code.
+    Closed(Option<u16>),
+    /// The connection dropped without one (EOF or reset).
+    Lost,
 }
 
 /// Opens a WebSocket to `path` on `addr` as a browser page of `origin`
