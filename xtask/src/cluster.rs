@@ -304,6 +304,14 @@ impl Process {
     }
 }
 
+impl Drop for Process {
+    /// A process is never left running: not when starting the cluster
+    /// fails halfway, nor when a check fails.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// One heartsync instance: its address stays when it is restarted.
 struct Instance {
     addr: SocketAddr,
@@ -313,8 +321,9 @@ struct Instance {
 /// The running cluster. Dropping it stops every process and removes its
 /// folder.
 pub struct Cluster {
-    /// Everything the run writes: generated configs, data, logs.
-    dir: PathBuf,
+    /// Everything the run writes: generated configs, data, logs. Removed
+    /// when the cluster is dropped, after every process has stopped.
+    dir: Folder,
     heartsync: PathBuf,
     dist: PathBuf,
     drain: Option<Duration>,
@@ -344,10 +353,12 @@ impl Cluster {
                 );
             }
         }
-        let dir = env::temp_dir().join(format!("heartsync-cluster-{}", std::process::id()));
-        if dir.exists() {
-            fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
-        }
+        // Declared before the processes, so on an early return they are
+        // dropped (stopped) first and the folder is removed after them.
+        let folder = Folder::create(
+            env::temp_dir().join(format!("heartsync-cluster-{}", std::process::id())),
+        )?;
+        let dir = folder.0.clone();
         for sub in ["logs", "redis", "nginx/tmp", "prometheus/targets", "prometheus/data"] {
             fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("create {}", dir.join(sub).display()))?;
@@ -405,7 +416,7 @@ impl Cluster {
         )?;
 
         let mut cluster = Cluster {
-            dir,
+            dir: folder,
             heartsync: heartsync.to_path_buf(),
             dist: dist.to_path_buf(),
             drain,
@@ -438,7 +449,7 @@ impl Cluster {
     fn start_instance(&mut self, index: usize) -> Result<()> {
         let addr = self.instances[index].addr;
         let name = format!("heartsync-{}", index + 1);
-        let data = self.dir.join(&name).join("data");
+        let data = self.dir.0.join(&name).join("data");
         fs::create_dir_all(&data)?;
         let mut command = Command::new(&self.heartsync);
         command
@@ -455,7 +466,7 @@ impl Cluster {
         // REDIS: the one place the instances learn where Redis is. The
         // server has no `--redis-url` yet; when it does, pass it here:
         //     command.arg("--redis-url").arg(format!("redis://{}/0", self.redis_addr));
-        let log = self.dir.join("logs").join(format!("{name}.log"));
+        let log = self.dir.0.join("logs").join(format!("{name}.log"));
         self.instances[index].process = Some(Process::spawn(&name, &mut command, log)?);
         Ok(())
     }
@@ -506,7 +517,7 @@ impl Cluster {
             self.prometheus_addr
         );
         println!("  redis          redis://{}/0", self.redis_addr);
-        println!("  logs           {}", self.dir.join("logs").display());
+        println!("  logs           {}", self.dir.0.join("logs").display());
         println!("\nCtrl-C stops everything.\n");
     }
 
@@ -554,8 +565,28 @@ impl Drop for Cluster {
         }
         self.prometheus.stop();
         self.redis.stop();
-        if let Err(error) = fs::remove_dir_all(&self.dir) {
-            eprintln!("could not remove {}: {error}", self.dir.display());
+        // Then `dir` is dropped: the folder goes.
+    }
+}
+
+/// A folder of our own, removed when dropped.
+struct Folder(PathBuf);
+
+impl Folder {
+    /// Creates `path` afresh (a leftover of an earlier run is removed).
+    fn create(path: PathBuf) -> Result<Self> {
+        if path.exists() {
+            fs::remove_dir_all(&path).with_context(|| format!("remove {}", path.display()))?;
+        }
+        fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
+        Ok(Folder(path))
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        if let Err(error) = fs::remove_dir_all(&self.0) {
+            eprintln!("could not remove {}: {error}", self.0.display());
         }
     }
 }
