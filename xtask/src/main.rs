@@ -12,7 +12,12 @@
 //! - `install.rs`: finding and installing the tools (Rust targets, trunk,
 //!   wasm-bindgen, wasm-opt, and the Debian packages the tests need).
 //! - `process.rs`: running programs and timing steps.
+//! - `cluster.rs`: `cluster`, deploy/'s topology as local processes.
+//! - `deploy.rs`: the deploy linters (hadolint, kubernetes-validate,
+//!   `nginx -t`, promtool) and the checks of docker-compose.yml.
 
+mod cluster;
+mod deploy;
 mod install;
 mod process;
 
@@ -40,7 +45,13 @@ commands:
   test [args...]    install build and test tools, build dist/, then
                     `cargo test --workspace [args...]`
   ci                fmt check, clippy (host and wasm32), cargo deny and
-                    cargo machete, then all of `test`";
+                    cargo machete, the deploy linters, then all of `test`
+  cluster [--instances N] [--port P] [--check] [--debug]
+                    build, then run redis, N heartsync instances (3), nginx
+                    on http://127.0.0.1:P (8080) and Prometheus, with the
+                    config files of deploy/, until Ctrl-C; --check checks
+                    the running cluster and stops it (exit 0 or 1)
+  deploy-check      lint Dockerfile and deploy/ as `ci` does";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -76,6 +87,14 @@ fn dispatch(args: &[String]) -> Result<()> {
         "build" => build(&workspace, &mut steps),
         "run" => serve(&workspace, &mut steps, strip_separator(rest)),
         "test" => test(&workspace, &mut steps, rest),
+        "cluster" => run_cluster(&workspace, &mut steps, rest),
+        "deploy-check" => {
+            if !rest.is_empty() {
+                bail!("`deploy-check` takes no arguments, not {rest:?}");
+            }
+            install_test_tools(&mut steps)?;
+            deploy::check(&workspace.root, &mut steps)
+        }
         "ci" => {
             if !rest.is_empty() {
                 bail!("`ci` takes no arguments, not {rest:?}");
@@ -288,7 +307,36 @@ fn test(workspace: &Workspace, steps: &mut Steps, args: &[String]) -> Result<()>
             "--bins",
         ]))
     })?;
-    cargo_test(workspace, steps, args)
+    cargo_test(workspace, steps, args)?;
+    // The whole topology, only when the whole suite runs (not for
+    // `cargo xtask test -p backend` or a test name).
+    if args.iter().all(|arg| arg.starts_with("--")) {
+        let options = cluster::Options { instances: 2, port: None, check: true, debug: true };
+        let binary = workspace.target_dir()?.join("debug").join("heartsync");
+        steps.run("cluster check (cargo xtask cluster --check --debug --instances 2)", || {
+            cluster::check(&workspace.root, &binary, &workspace.dist(), &options)
+        })?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask cluster`: builds what it runs, then runs (or checks) the
+/// cluster.
+fn run_cluster(workspace: &Workspace, steps: &mut Steps, args: &[String]) -> Result<()> {
+    let options = cluster::Options::parse(args)?;
+    install_test_tools(steps)?;
+    let binary = if options.debug {
+        install_build_tools(workspace, steps)?;
+        build_dist(workspace, steps)?;
+        steps.run("cargo build -p backend", || {
+            run(workspace.cargo().args(["build", "--package", "backend"]))
+        })?;
+        workspace.target_dir()?.join("debug").join("heartsync")
+    } else {
+        build(workspace, steps)?;
+        workspace.target_dir()?.join("release").join("heartsync")
+    };
+    steps.run("cluster", || cluster::run(&workspace.root, &binary, &workspace.dist(), &options))
 }
 
 fn cargo_test(workspace: &Workspace, steps: &mut Steps, args: &[String]) -> Result<()> {
@@ -359,6 +407,8 @@ fn ci(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
             .env("PATH", &workspace.tool_path))
             .context("remove the unused dependency, or list it under [package.metadata.cargo-machete] ignored with the reason")
     })?;
+    install_test_tools(steps)?;
+    deploy::check(&workspace.root, steps)?;
     // Every test binary runs even when one fails, so one CI log shows
     // every failure.
     test(workspace, steps, &["--no-fail-fast".to_string()])?;
