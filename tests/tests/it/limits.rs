@@ -124,7 +124,7 @@ async fn flood(mut flooder: Client, patience: Duration) -> Flood {
                 if flooder.send_raw(frame.clone()).await.is_err() {
                     // Writing failed: the end, and maybe its close frame, is
                     // still there to read.
-                    break flooder.ended(Duration::from_secs(5)).await.unwrap_or(Ended::Dropped);
+                    break flooder.ended(Duration::from_secs(5)).await.expect("the end");
                 }
             }
             event = flooder.next_event(patience.saturating_sub(started.elapsed())) => {
