@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::TestServer;
-pub use crate::wait_until;
+use crate::wait_until;
 
 /// How long a check waits for the page by default.
 pub const PAGE_PATIENCE: Duration = Duration::from_secs(10);

@@ -11,7 +11,8 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use shared::phase::difference;
-use tests::browser::{Browser, PageState, serve_page, serve_page_on, take_turn, wait_until};
+use tests::browser::{Browser, PageState, serve_page, serve_page_on, take_turn};
+use tests::wait_until;
 
 /// Every browser test ends within this, passing or failing.
 const TEST_LIMIT: Duration = Duration::from_secs(60);
