@@ -165,8 +165,10 @@ impl Workspace {
         if !output.status.success() {
             bail!("`cargo metadata` failed: {}", String::from_utf8_lossy(&output.stderr).trim());
         }
-        let json = String::from_utf8_lossy(&output.stdout);
-        json_string_field(&json, "target_directory")
+        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .context("`cargo metadata` printed something other than JSON")?;
+        metadata["target_directory"]
+            .as_str()
             .map(PathBuf::from)
             .context("`cargo metadata` printed no target_directory")
     }
@@ -178,28 +180,6 @@ fn strip_separator(args: &[String]) -> &[String] {
         Some((first, rest)) if first == "--" => rest,
         _ => args,
     }
-}
-
-/// The value of the first string field `key` in compact JSON, such as
-/// `cargo metadata` prints. A full JSON parser would be a dependency for one
-/// field, so this reads just enough of the format: `"key":"value"` with
-/// backslash escapes.
-fn json_string_field(json: &str, key: &str) -> Option<String> {
-    let start = json.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    let mut value = String::new();
-    let mut chars = json[start..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(value),
-            '\\' => match chars.next()? {
-                'n' => value.push('\n'),
-                't' => value.push('\t'),
-                other => value.push(other),
-            },
-            c => value.push(c),
-        }
-    }
-    None
 }
 
 fn install_build_tools(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
@@ -421,10 +401,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_target_directory_from_cargo_metadata() {
-        let json = r#"{"packages":[],"target_directory":"/tmp/a \"b\"\\c","version":1}"#;
-        assert_eq!(json_string_field(json, "target_directory").as_deref(), Some(r#"/tmp/a "b"\c"#));
-        assert_eq!(json_string_field(json, "workspace_root"), None);
+    fn target_dir_is_where_cargo_builds() {
+        let workspace = Workspace::find().unwrap();
+        let target = workspace.target_dir().unwrap();
+        assert!(target.is_absolute(), "{}", target.display());
+        if let Some(configured) = env::var_os("CARGO_TARGET_DIR").map(PathBuf::from)
+            && configured.is_absolute()
+        {
+            assert_eq!(target, configured);
+        }
     }
 
     #[test]
