@@ -17,9 +17,9 @@
 //! nothing between the room and `write(2)` that the floor could be blamed
 //! for (no per-socket queue, task wake-up or buffer copy per delivery).
 
-use crate::client::now_ms;
 use anyhow::Context;
-use shared::{Consensus, PROTOCOL_VERSION, ServerMessage, Welcome};
+use shared::clock::system_now_ms as now_ms;
+use shared::{ClientId, Consensus, PROTOCOL_VERSION, RoomName, ServerMessage, Welcome};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Write};
@@ -242,10 +242,16 @@ async fn handshake(floor: &Floor, stream: &mut TcpStream) -> Option<String> {
     };
     let accept =
         tokio_tungstenite::tungstenite::handshake::derive_accept_key(upgrade.key.as_bytes());
+    // Like heartsync, a client without a valid id of its own is given one.
+    let client_id = upgrade
+        .client_id
+        .and_then(|id| ClientId::parse(id).ok())
+        .unwrap_or_else(|| ClientId::parse("floorfloorfloor1").expect("a valid client id"));
+    let room = RoomName::parse(upgrade.room).unwrap_or_else(|_| RoomName::main());
     let welcome = ServerMessage::Welcome(Welcome {
         protocol: PROTOCOL_VERSION,
-        client_id: upgrade.client_id.unwrap_or("floor").to_owned(),
-        room: upgrade.room.to_owned(),
+        client_id,
+        room,
         server_time: now_ms(),
         tick_ms: floor.tick.as_millis() as u64,
         report_ms: REPORT_MS,

@@ -751,7 +751,8 @@ async fn cors_for_the_read_api_is_off_unless_configured() {
 /// bar, and shows the room's coherence strip with its trend as text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_link_opens_a_private_room_in_the_browser_and_shows_its_history() {
-    use tests::browser::{Browser, dist_dir, take_turn, wait_until};
+    use tests::browser::{Browser, dist_dir, take_turn};
+    use tests::wait_until;
     let _turn = take_turn().await;
     let outcome = tokio::time::timeout(Duration::from_secs(120), async {
         let dist = dist_dir()?;

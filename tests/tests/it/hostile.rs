@@ -11,7 +11,8 @@
 use anyhow::{Context, bail};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
-use tests::{Client, PATIENCE, ServerProcess, TestServer, http_get};
+use tests::metrics::Metrics;
+use tests::{Client, PATIENCE, ServerProcess, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
@@ -21,32 +22,27 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 const SECOND_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 const FIRST_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// Polls `check` every 50 ms until it holds or `patience` runs out.
+/// Waits until `check` holds, through the crate's one poller.
 async fn eventually<F, Fut>(patience: Duration, what: &str, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + patience;
-    while !check().await {
-        if Instant::now() >= deadline {
-            bail!("{what}: still not so after {patience:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+    tests::wait_until(patience, what, || {
+        let holds = check();
+        async move { if holds.await { Ok(()) } else { bail!("not yet") } }
+    })
+    .await
 }
 
-/// One sample of `/metrics`, by its name and labels as written.
-async fn metric(addr: SocketAddr, key: &str) -> Option<f64> {
-    let (status, body) = http_get(addr, "/metrics").await.ok()?;
-    if status != 200 {
-        return None;
-    }
-    body.lines().find_map(|line| {
-        let (name, value) = line.rsplit_once(' ')?;
-        (name == key).then(|| value.parse().ok())?
-    })
+/// One sample of `/metrics`, by its name and exact labels.
+async fn metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    Metrics::scrape(addr).await.ok()?.value(name, labels)
+}
+
+/// The status of `GET path`.
+async fn status_of(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
+    tests::http::status(&format!("http://{addr}{path}")).await
 }
 
 /// Sends `request` as it is over a fresh connection and reads the response
@@ -173,7 +169,7 @@ async fn a_pipelining_client_that_never_reads_is_cut_off_by_the_write_timeout() 
     ])
     .await
     .unwrap();
-    let fds = || metric(server.addr, "process_open_fds");
+    let fds = || metric(server.addr, "process_open_fds", &[]);
     let before = fds().await.expect("process_open_fds");
     let request = format!("GET /big.bin HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).repeat(32);
     let mut stalled = Vec::new();
@@ -209,7 +205,7 @@ async fn a_pipelining_client_that_never_reads_is_cut_off_by_the_write_timeout() 
         }
     }
     assert!(received < 32 * BIG / 2, "received {received} bytes");
-    let timeouts = metric(server.addr, "heartsync_http_write_timeouts_total").await;
+    let timeouts = metric(server.addr, "heartsync_http_write_timeouts_total", &[]).await;
     assert_eq!(timeouts, Some(8.0));
 }
 
@@ -237,7 +233,7 @@ async fn http_connections_over_their_own_cap_get_503() {
     eventually(PATIENCE, "a freed slot serves again", || async { status().await == Some(200) })
         .await
         .unwrap();
-    let refused = metric(server.addr, "heartsync_http_connections_refused_total").await;
+    let refused = metric(server.addr, "heartsync_http_connections_refused_total", &[]).await;
     assert!(refused.is_some_and(|n| n >= 1.0), "{refused:?}");
 }
 
@@ -257,16 +253,15 @@ async fn one_address_cannot_take_every_websocket_slot() {
     held.push(upgrade_from(SECOND_ADDRESS, server.addr, &url, &[]).await.expect("another address"));
     // A closed connection gives its address's slot back.
     held.swap_remove(0);
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    let socket = tests::wait_until(PATIENCE, "the freed slot is given back", || async {
         match upgrade_from(FIRST_ADDRESS, server.addr, &url, &[]).await {
-            Ok(socket) => break held.push(socket),
-            Err(429) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(status) => panic!("the freed slot was not given back: {status}"),
+            Ok(socket) => Ok(socket),
+            Err(status) => bail!("answered {status}"),
         }
-    }
+    })
+    .await
+    .unwrap();
+    held.push(socket);
 }
 
 // Probe finding 3: the client's address comes from `X-Forwarded-For` only
@@ -317,7 +312,7 @@ async fn a_name_too_long_for_the_filesystem_is_a_404_and_logs_no_error() {
             .unwrap();
     let long = "a".repeat(300);
     for path in [format!("/{long}"), format!("/{long}.js"), format!("/{long}/index.html")] {
-        assert_eq!(http_get(server.addr, &path).await.unwrap().0, 404, "{path}");
+        assert_eq!(status_of(server.addr, &path).await.unwrap(), 404, "{path}");
     }
     // Pipelined, 200 of them on one connection.
     let mut requests = format!("GET /{long} HTTP/1.1\r\nHost: x\r\n\r\n").repeat(199);
@@ -366,17 +361,18 @@ async fn refusals_are_counted_and_summarized_not_logged_one_by_one() {
     }
     // Two a second get through; on a slow machine a few more.
     assert!(refused >= 20, "only {refused} of 40 refused");
-    let counted = metric(server.addr, r#"heartsync_upgrades_refused_total{reason="too_fast"}"#);
+    let counted =
+        metric(server.addr, "heartsync_upgrades_refused_total", &[("reason", "too_fast")]);
     assert_eq!(counted.await, Some(f64::from(refused)));
     // While draining, `/readyz` says 503 as often as it is asked.
     server.signal("TERM");
     eventually(PATIENCE, "/readyz says 503 while draining", || async {
-        tests::http_status(server.addr, "/readyz").await.ok() == Some(503)
+        status_of(server.addr, "/readyz").await.ok() == Some(503)
     })
     .await
     .unwrap();
     for _ in 0..10 {
-        let _ = tests::http_status(server.addr, "/readyz").await;
+        let _ = status_of(server.addr, "/readyz").await;
     }
     assert_eq!(server.wait(Duration::from_secs(15)).await.unwrap(), Some(0));
     let mut logs = Vec::new();
