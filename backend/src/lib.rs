@@ -16,9 +16,13 @@
 //! - [`love`]: love taps, counted once and acknowledged when durable.
 //! - [`metrics`]: what `/metrics` shows operators.
 //! - [`clock`]: the server clock every protocol time is on.
+//! - [`api`]: the read API (rooms, Server-Sent Events, history, OpenAPI).
+//! - [`auth`]: join tokens for private rooms.
 //!
 //! `main.rs` only parses flags, sets up logging, binds and calls [`run`].
 
+pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod http;
@@ -71,6 +75,10 @@ pub struct Shared {
     /// The clock protocol times are read from (the system clock, except in
     /// paused-time tests).
     pub clock: Clock,
+    /// Signs and checks join tokens; `None` unless `--private-rooms`.
+    pub tokens: Option<auth::Tokens>,
+    /// Each room's coherence over the last hour.
+    pub history: api::history::SharedHistory,
 }
 
 impl Deref for AppState {
@@ -103,6 +111,12 @@ impl AppState {
             tracker,
             next_conn: AtomicU64::new(1),
             clock,
+            tokens: config
+                .private_rooms
+                .then_some(config.token_secret.as_ref())
+                .flatten()
+                .map(auth::Tokens::new),
+            history: api::history::store(&config),
             config,
         }))
     }

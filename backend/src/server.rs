@@ -55,12 +55,14 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    config.check()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let store = SqliteLove::open(&config.data_dir)
         .with_context(|| format!("cannot open the love store in {}", config.data_dir.display()))?;
     let state = AppState::new(config, LoveStore::start(store));
     let router = app(state.clone());
+    crate::api::start(&state);
     let header_timeout = state.config.header_timeout;
     let write_timeout = state.config.write_timeout;
     let drain = state.config.drain;
