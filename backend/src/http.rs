@@ -143,9 +143,10 @@ async fn ws_main(
     state: State<AppState>,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
+    raw: socket::RawUpgrade,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {
-    upgrade_to_room(state, RoomName::main(), query, headers, upgrade)
+    upgrade_to_room(state, RoomName::main(), query, headers, (raw, upgrade))
 }
 
 async fn ws_room(
@@ -153,11 +154,12 @@ async fn ws_room(
     state: State<AppState>,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
+    raw: socket::RawUpgrade,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {
     let room = RoomName::parse(&room)
         .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    upgrade_to_room(state, room, query, headers, upgrade)
+    upgrade_to_room(state, room, query, headers, (raw, upgrade))
 }
 
 fn upgrade_to_room(
@@ -165,7 +167,7 @@ fn upgrade_to_room(
     room: RoomName,
     query: WsQuery,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    (raw, upgrade): (socket::RawUpgrade, Result<WebSocketUpgrade, WebSocketUpgradeRejection>),
 ) -> Result<Response, HttpError> {
     let client_id = match query.client_id {
         Some(id) => ClientId::parse(&id)
@@ -193,21 +195,10 @@ fn upgrade_to_room(
     })?;
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let connection = Connection { conn, room, client_id, slot };
-    let max = state.config.max_message_bytes;
-    let tracker_token = state.tracker.token();
-    let response = upgrade
-        // Small messages only: a read buffer sized for them instead of
-        // tungstenite's 128 KiB, writes sent at once, and a bounded queue.
-        .read_buffer_size(max.max(1024))
-        .write_buffer_size(0)
-        .max_write_buffer_size(64 * 1024)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |ws| async move {
-            socket::serve(ws, state, connection).await;
-            drop(tracker_token);
-        });
-    Ok(response)
+    // axum's upgrade has checked the request; the server answers it itself
+    // and keeps the socket, for the room's fan-out (socket/upgrade.rs).
+    drop(upgrade);
+    Ok(socket::accept(raw, state.clone(), connection, state.tracker.token()))
 }
 
 fn new_client_id() -> ClientId {

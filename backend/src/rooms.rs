@@ -6,6 +6,7 @@
 //! one.
 
 use crate::clock::Clock;
+use crate::fanout::Fanout;
 use crate::love::LoveStore;
 use crate::room::{self, ConnId, ConsensusFrame, Control, RoomHandle, RoomTiming};
 use shared::RoomName;
@@ -20,13 +21,22 @@ pub struct Rooms(Arc<Registry>);
 
 #[derive(Debug)]
 struct Registry {
-    /// Each open room's handle and how many connections are in it.
-    open: Mutex<HashMap<RoomName, (RoomHandle, usize)>>,
+    /// Each open room's handle, its fan-out, and how many connections are
+    /// in it.
+    open: Mutex<HashMap<RoomName, OpenRoom>>,
     timing: RoomTiming,
     tracker: TaskTracker,
     love: LoveStore,
     /// The clock every room runs on.
     clock: Clock,
+}
+
+/// An open room as the registry keeps it.
+#[derive(Debug)]
+struct OpenRoom {
+    handle: RoomHandle,
+    fanout: Fanout,
+    members: usize,
 }
 
 /// One connection's place in a room; leaving happens on drop.
@@ -39,6 +49,8 @@ pub struct Membership {
     pub conn: ConnId,
     /// The room's channels.
     pub handle: RoomHandle,
+    /// The room's shard writers, for a socket that lets them write to it.
+    pub fanout: Fanout,
     /// This connection's view of the room's newest consensus.
     pub consensus: tokio::sync::watch::Receiver<ConsensusFrame>,
 }
@@ -66,7 +78,7 @@ impl Rooms {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, (RoomHandle, usize)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, OpenRoom>> {
         // A panic while holding this lock cannot leave the map half-updated
         // (every critical section is a single insert, update or remove), so
         // a poisoned lock is still safe to use.
@@ -80,21 +92,24 @@ impl Rooms {
         name: RoomName,
         conn: ConnId,
     ) -> Result<(Membership, ConsensusFrame), RoomGone> {
-        let handle = {
+        let (handle, fanout) = {
             let mut open = self.lock();
             let entry = open.entry(name.clone()).or_insert_with(|| {
                 let love = self.0.love.clone();
-                (room::spawn(name.clone(), self.0.timing, &self.0.tracker, love, self.0.clock), 0)
+                let handle =
+                    room::spawn(name.clone(), self.0.timing, &self.0.tracker, love, self.0.clock);
+                let fanout = Fanout::spawn(&handle.consensus, &self.0.tracker);
+                OpenRoom { handle, fanout, members: 0 }
             });
-            entry.1 += 1;
-            entry.0.clone()
+            entry.members += 1;
+            (entry.handle.clone(), entry.fanout.clone())
         };
         // From here on the membership's drop undoes the count.
         // Mark the current consensus seen before joining: a tick after this
         // point is delivered, so the newcomer sees no gap in `seq`.
         let mut consensus = handle.consensus.clone();
         consensus.mark_unchanged();
-        let membership = Membership { rooms: self.clone(), name, conn, handle, consensus };
+        let membership = Membership { rooms: self.clone(), name, conn, handle, fanout, consensus };
         let (reply, answer) = oneshot::channel();
         membership.handle.control.send(Control::Join { conn, reply }).map_err(|_| RoomGone)?;
         let first = answer.await.map_err(|_| RoomGone)?;
@@ -107,8 +122,8 @@ impl Drop for Membership {
         let _ = self.handle.control.send(Control::Leave { conn: self.conn });
         let mut open = self.rooms.lock();
         if let Some(entry) = open.get_mut(&self.name) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
+            entry.members -= 1;
+            if entry.members == 0 {
                 open.remove(&self.name);
             }
         }

@@ -10,6 +10,8 @@
 //!   or the reason to close, so that a close is a `?`.
 //! - [`wire`]: the socket: writes under a deadline, close frames, and sorting
 //!   what is read.
+//! - [`upgrade`]: the handshake answered by the server, which keeps the
+//!   upgraded `TcpStream` so that the room's fan-out can write to it.
 //!
 //! The connection is one task with one `select!` loop. Writes have a
 //! deadline (`--write-timeout`): a client that stops reading is closed, and
@@ -24,12 +26,16 @@
 
 mod handler;
 mod messages;
+mod upgrade;
 mod wire;
+
+pub use upgrade::{RawUpgrade, accept};
 
 #[cfg(test)]
 mod tests;
 
 use crate::AppState;
+use crate::fanout::Outbox;
 use crate::limits::ConnectionSlot;
 use crate::metrics::metrics;
 use crate::room::ConnId;
@@ -122,13 +128,29 @@ impl CloseReason {
     }
 }
 
-/// Serves one upgraded connection until it ends.
+/// Serves one upgraded connection until it ends, the handler writing every
+/// consensus itself (the shape of the channel tests).
 pub async fn serve(socket: impl Socket, state: AppState, connection: Connection) -> CloseReason {
+    serve_on(socket, None, state, connection).await
+}
+
+/// Serves one upgraded connection until it ends. With an `outbox` (the
+/// socket's own writes, see [`crate::fanout`]) the room's shard writer puts
+/// the consensus on the wire and the handler only drains what a slow socket
+/// left; without one, the handler writes each consensus from the room's
+/// `watch`.
+pub async fn serve_on(
+    socket: impl Socket,
+    outbox: Option<std::sync::Arc<Outbox>>,
+    state: AppState,
+    connection: Connection,
+) -> CloseReason {
     let Connection { conn, room, client_id, slot: _slot } = connection;
     let m = metrics();
     m.connections_opened.increment(1);
     m.connections_open.increment(1.0);
-    let reason = match Handler::start(socket, state, conn, room.clone(), client_id.clone()).await {
+    let started = Handler::start(socket, outbox, state, conn, room.clone(), client_id.clone());
+    let reason = match started.await {
         Ok(handler) => handler.run().await,
         Err(reason) => reason,
     };

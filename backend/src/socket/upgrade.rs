@@ -1,0 +1,246 @@
+//! The upgrade that keeps the socket: after the HTTP checks, the server
+//! answers the handshake itself and takes hyper's upgraded connection back
+//! as the `TcpStream` it is, so that the room's shard writers can write the
+//! consensus frame to it directly (see [`crate::fanout`]).
+//!
+//! axum's `WebSocketUpgrade` still checks the request (and answers a bad
+//! one); then [`accept`] answers `101` with tungstenite's accept key, and the
+//! connection's task builds tungstenite's WebSocket over [`ConnIo`]: reads
+//! from the stream, writes through the connection's [`Outbox`], which it
+//! shares with its shard. Everything RFC 6455 asks of a server's reading
+//! (masking, control frames, fragments, size limits, UTF-8) is still
+//! tungstenite's. No extension is negotiated (trunk's proxy cannot read
+//! permessage-deflate).
+
+use super::{Connection, serve_on};
+use crate::AppState;
+use crate::fanout::Outbox;
+use axum::extract::FromRequestParts;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Buf, Bytes};
+use futures_util::{Sink, Stream};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::io::{self, ErrorKind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tungstenite::protocol::{Role, WebSocketConfig};
+
+/// What the upgrade needs from the request, taken before axum's
+/// `WebSocketUpgrade` (which keeps its own copy private): hyper's pending
+/// upgrade and the client's key.
+#[derive(Debug)]
+pub struct RawUpgrade {
+    on_upgrade: Option<OnUpgrade>,
+    key: Option<HeaderValue>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RawUpgrade {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Self {
+            on_upgrade: parts.extensions.get::<OnUpgrade>().cloned(),
+            key: parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned(),
+        })
+    }
+}
+
+/// Answers a checked upgrade request with `101 Switching Protocols`, and
+/// serves the connection once hyper hands it over. `token` keeps shutdown
+/// waiting for it.
+pub fn accept(
+    raw: RawUpgrade,
+    state: AppState,
+    connection: Connection,
+    token: TaskTrackerToken,
+) -> Response {
+    let (Some(on_upgrade), Some(key)) = (raw.on_upgrade, raw.key) else {
+        return (StatusCode::UPGRADE_REQUIRED, "this endpoint takes WebSocket upgrades")
+            .into_response();
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let max = state.config.max_message_bytes;
+    // Small messages only: a read buffer sized for them instead of
+    // tungstenite's 128 KiB, writes sent at once, and a bounded queue.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(max.max(1024))
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "the upgrade did not complete");
+                return;
+            }
+        };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let outbox = Arc::new(Outbox::new(parts.io.into_inner()));
+                let io = ConnIo { outbox: outbox.clone(), prefix: parts.read_buf };
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                serve_on(Ws(ws), Some(outbox), state, connection).await;
+            }
+            // Not a plain TCP stream (nothing in this server does that):
+            // still served, with the consensus written by the handler.
+            Err(upgraded) => {
+                let io = TokioIo::new(upgraded);
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                serve_on(Ws(ws), None, state, connection).await;
+            }
+        }
+        drop(token);
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}
+
+/// The upgraded stream as tungstenite reads and writes it: reads straight
+/// from the socket (first the bytes hyper had read past the request), writes
+/// through the connection's [`Outbox`].
+#[derive(Debug)]
+pub struct ConnIo {
+    outbox: Arc<Outbox>,
+    /// Bytes read with the HTTP request but belonging to the WebSocket.
+    prefix: Bytes,
+}
+
+impl AsyncRead for ConnIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        let stream = this.outbox.stream();
+        loop {
+            ready!(stream.poll_read_ready(cx))?;
+            match stream.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.outbox.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.outbox.poll_drain(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.outbox.poll_drain(cx)
+    }
+}
+
+/// tungstenite's WebSocket with axum's message type, which the handler
+/// speaks (and its channel tests too).
+pub struct Ws<T>(WebSocketStream<T>);
+
+fn to_axum(message: tungstenite::Message) -> Option<Result<Message, axum::Error>> {
+    use tungstenite::Message as T;
+    let text = |bytes: tungstenite::Utf8Bytes| Utf8Bytes::try_from(Bytes::from(bytes));
+    Some(match message {
+        T::Text(t) => text(t).map(Message::Text).map_err(axum::Error::new),
+        T::Binary(b) => Ok(Message::Binary(b)),
+        T::Ping(b) => Ok(Message::Ping(b)),
+        T::Pong(b) => Ok(Message::Pong(b)),
+        T::Close(None) => Ok(Message::Close(None)),
+        T::Close(Some(frame)) => text(frame.reason)
+            .map(|reason| Message::Close(Some(CloseFrame { code: frame.code.into(), reason })))
+            .map_err(axum::Error::new),
+        // Raw frames are only ever written, never read.
+        T::Frame(_) => return None,
+    })
+}
+
+fn to_tungstenite(message: Message) -> Result<tungstenite::Message, axum::Error> {
+    use tungstenite::Message as T;
+    let text = |t: Utf8Bytes| tungstenite::Utf8Bytes::try_from(Bytes::from(t));
+    Ok(match message {
+        Message::Text(t) => T::Text(text(t).map_err(axum::Error::new)?),
+        Message::Binary(b) => T::Binary(b),
+        Message::Ping(b) => T::Ping(b),
+        Message::Pong(b) => T::Pong(b),
+        Message::Close(None) => T::Close(None),
+        Message::Close(Some(frame)) => T::Close(Some(tungstenite::protocol::CloseFrame {
+            code: frame.code.into(),
+            reason: text(frame.reason).map_err(axum::Error::new)?,
+        })),
+    })
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Stream for Ws<T> {
+    type Item = Result<Message, axum::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            let next = ready!(Pin::new(&mut self.0).poll_next(cx));
+            match next {
+                None => return Poll::Ready(None),
+                Some(Err(error)) => return Poll::Ready(Some(Err(axum::Error::new(error)))),
+                Some(Ok(message)) => {
+                    if let Some(message) = to_axum(message) {
+                        return Poll::Ready(Some(message));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Message> for Ws<T> {
+    type Error = axum::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.0).poll_ready(cx).map_err(axum::Error::new)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+        Pin::new(&mut self.0).start_send(to_tungstenite(item)?).map_err(axum::Error::new)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.0).poll_flush(cx).map_err(axum::Error::new)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.0).poll_close(cx).map_err(axum::Error::new)
+    }
+}
