@@ -204,7 +204,7 @@ impl<S: Socket> Handler<S> {
         if let Some(outbox) = &self.outbox {
             outbox.seal();
         }
-        self.wire.close(reason).await;
+        Box::pin(self.wire.close(reason)).await;
         reason
     }
 
@@ -218,22 +218,29 @@ impl<S: Socket> Handler<S> {
         tokio::pin!(timer);
         let outbox = self.outbox.clone();
         let fanned_out = outbox.is_some();
+        // The arms that write are boxed: a write future is large and rare
+        // (an idle connection writes nothing itself), and every byte of
+        // this future is held by every connection for its whole life.
         loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown, if self.deadlines.close_at.is_none() => self.drain(),
-                () = &mut timer => self.on_deadline().await?,
+                () = &mut timer => Box::pin(self.on_deadline()).await?,
                 changed = self.membership.consensus.changed(), if !fanned_out => {
-                    self.write_consensus(changed).await?
+                    Box::pin(self.write_consensus(changed)).await?
                 }
-                () = stalled(outbox.as_deref()), if fanned_out => self.drain_stalled().await?,
+                () = stalled(outbox.as_deref()), if fanned_out => {
+                    Box::pin(self.drain_stalled()).await?
+                }
                 answer = self.love.answer(), if self.love.at_store.is_some() => {
                     let reply = self.love_answered(answer)?;
-                    self.reply(reply).await?;
+                    Box::pin(self.reply(reply)).await?;
                 }
                 incoming = self.wire.recv(), if self.love.waiting.is_none() => {
                     let reply = self.received(incoming?)?;
-                    self.reply(reply).await?;
+                    if reply.is_some() {
+                        Box::pin(self.reply(reply)).await?;
+                    }
                 }
             }
             let next = self.deadlines.next();

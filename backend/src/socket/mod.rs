@@ -149,7 +149,9 @@ pub async fn serve_on(
     let m = metrics();
     m.connections_opened.increment(1);
     m.connections_open.increment(1.0);
-    let started = Handler::start(socket, outbox, state, conn, room.clone(), client_id.clone());
+    // Boxed, so that what only the start needs is freed once it is done.
+    let started =
+        Box::pin(Handler::start(socket, outbox, state, conn, room.clone(), client_id.clone()));
     let reason = match started.await {
         Ok(handler) => handler.run().await,
         Err(reason) => reason,

@@ -35,6 +35,12 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tungstenite::protocol::{Role, WebSocketConfig};
 
+/// The bytes tungstenite reads at a time, and the buffer every connection
+/// holds for them. A protocol message is about 80 bytes, so one read takes
+/// it; a larger one (up to `--max-message-bytes`) takes several reads into
+/// a buffer that grows for it.
+const READ_BUFFER: usize = 512;
+
 /// What the upgrade needs from the request, taken before axum's
 /// `WebSocketUpgrade` (which keeps its own copy private): hyper's pending
 /// upgrade and the client's key.
@@ -70,10 +76,10 @@ pub fn accept(
     };
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let max = state.config.max_message_bytes;
-    // Small messages only: a read buffer sized for them instead of
-    // tungstenite's 128 KiB, writes sent at once, and a bounded queue.
+    // Small messages only: a small read buffer instead of tungstenite's
+    // 128 KiB, writes sent at once, and a bounded queue.
     let config = WebSocketConfig::default()
-        .read_buffer_size(max.max(1024))
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(64 * 1024)
         .max_message_size(Some(max))
@@ -242,5 +248,58 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Message> for Ws<T> {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Pin::new(&mut self.0).poll_close(cx).map_err(axum::Error::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::love::LoveStore;
+    use crate::love::memory::MemoryLove;
+    use shared::{ClientId, RoomName};
+    use std::mem::{size_of, size_of_val};
+
+    /// What an idle connection holds in the server's memory, apart from the
+    /// kernel's socket buffers: the task's future (the handler and its
+    /// `select!`), the WebSocket state inside it, and the outbox. The
+    /// figures are measured; the bounds keep them from creeping up.
+    #[tokio::test]
+    async fn an_idle_connection_fits_in_its_budget() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("an address");
+        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let _client = client.expect("connected");
+        let outbox = Arc::new(Outbox::new(server.expect("accepted").0));
+        let io = ConnIo { outbox: outbox.clone(), prefix: Bytes::new() };
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let state = AppState::with_clock(
+            crate::Config::default(),
+            LoveStore::start(MemoryLove::default()),
+            Clock::following_tokio(0.0),
+        );
+        let connection = Connection {
+            conn: 1,
+            room: RoomName::main(),
+            client_id: ClientId::parse("abcdefgh").expect("a valid client id"),
+            slot: state.limits.admit().expect("room under the cap"),
+        };
+        let websocket = size_of_val(&ws);
+        let task = serve_on(Ws(ws), Some(outbox), state, connection);
+        let future = size_of_val(&task);
+        let outbox = size_of::<Outbox>();
+        println!(
+            "handler {} B, limiter {} B, membership {} B, wire {} B",
+            size_of::<super::super::handler::Handler<Ws<ConnIo>>>(),
+            size_of::<crate::limits::MessageLimiter>(),
+            size_of::<crate::rooms::Membership>(),
+            size_of::<super::super::wire::Wire<Ws<ConnIo>>>(),
+        );
+        println!(
+            "future {future} B (of which the WebSocket {websocket} B), outbox {outbox} B, read buffer {READ_BUFFER} B"
+        );
+        assert!(future <= 4096, "the connection's future is {future} B");
+        assert!(outbox <= 256, "the outbox is {outbox} B");
     }
 }
