@@ -79,8 +79,15 @@ pub struct Connection {
 /// decides the close frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The client closed or the TCP connection ended.
+    /// The TCP connection ended (or failed) without a close handshake.
     ClientGone,
+    /// The client sent a close frame: it is echoed, then the socket closes.
+    ClientClosed,
+    /// The client broke RFC 6455 (an unmasked frame, reserved bits or
+    /// opcodes, a bad control frame): closed with 1002.
+    ProtocolViolation,
+    /// A text message that is not UTF-8: closed with 1007.
+    BadUtf8,
     /// The server is shutting down.
     Shutdown,
     /// A write did not finish within the write timeout.
@@ -101,7 +108,9 @@ impl CloseReason {
     /// A bounded, stable name for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
-            CloseReason::ClientGone => "client",
+            CloseReason::ClientGone | CloseReason::ClientClosed => "client",
+            CloseReason::ProtocolViolation => "protocol",
+            CloseReason::BadUtf8 => "bad_utf8",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Slow => "slow",
             CloseReason::PongTimeout => "pong_timeout",
@@ -113,10 +122,13 @@ impl CloseReason {
     }
 
     /// The close frame the client is sent (code and reason), if any: a
-    /// client that is gone or cannot be written to gets none.
+    /// client that is gone or cannot be written to gets none, and a client
+    /// that closed gets its own close frame back (tungstenite's echo).
     pub fn close_frame(self) -> Option<(u16, &'static str)> {
         match self {
-            CloseReason::ClientGone | CloseReason::Slow => None,
+            CloseReason::ClientGone | CloseReason::ClientClosed | CloseReason::Slow => None,
+            CloseReason::ProtocolViolation => Some((close_code::PROTOCOL, "protocol error")),
+            CloseReason::BadUtf8 => Some((close_code::INVALID, "text is not UTF-8")),
             CloseReason::Shutdown | CloseReason::RoomGone => {
                 Some((close_code::AWAY, "server shutting down"))
             }

@@ -303,3 +303,99 @@ mod tests {
         assert!(outbox <= 256, "the outbox is {outbox} B");
     }
 }
+
+/// RFC 6455 over the real server: the close handshake and the close codes
+/// of protocol violations (issue 16, defect 8).
+#[cfg(test)]
+mod rfc_tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::{WebSocketStream, client_async};
+    use tokio_util::sync::CancellationToken;
+
+    /// The real server on a free port; it stops when the token is dropped
+    /// with the test.
+    struct Server {
+        addr: SocketAddr,
+        stop: CancellationToken,
+        _data: tempfile::TempDir,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.stop.cancel();
+        }
+    }
+
+    async fn start() -> Server {
+        let data = tempfile::tempdir().expect("a temp dir");
+        let config = crate::Config { data_dir: data.path().to_owned(), ..crate::Config::default() };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("an address");
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        tokio::spawn(crate::run(listener, config, async move { stopped.cancelled().await }));
+        Server { addr, stop, _data: data }
+    }
+
+    /// A client past its welcome and first consensus.
+    async fn join(server: &Server) -> WebSocketStream<TcpStream> {
+        let stream = TcpStream::connect(server.addr).await.expect("connect");
+        let url = format!("ws://{}/ws/rfc", server.addr);
+        let (mut ws, _) = client_async(url, stream).await.expect("upgraded");
+        for _ in 0..2 {
+            let _ = next(&mut ws).await.expect("the welcome and a consensus");
+        }
+        ws
+    }
+
+    async fn next(
+        ws: &mut WebSocketStream<TcpStream>,
+    ) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+        use futures_util::StreamExt;
+        tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("an answer in time")
+    }
+
+    /// Reads past consensus ticks to the server's close frame, if any.
+    async fn close_code(ws: &mut WebSocketStream<TcpStream>) -> Option<u16> {
+        loop {
+            match next(ws).await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clients_close_is_echoed_so_the_handshake_completes() {
+        use futures_util::SinkExt;
+        let server = start().await;
+        let mut ws = join(&server).await;
+        let bye = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+        ws.send(Message::Close(Some(bye))).await.expect("close sent");
+        // Before the fix the server dropped the socket at once: the client
+        // read a reset, not a close (1006 in a browser).
+        assert_eq!(close_code(&mut ws).await, Some(1000));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn protocol_violations_close_with_1002_and_bad_utf8_with_1007() {
+        let server = start().await;
+        let cases: [(&[u8], u16, &str); 3] = [
+            (b"\x81\x02hi", 1002, "an unmasked frame"),
+            (b"\xc1\x80\0\0\0\0", 1002, "a reserved bit"),
+            (b"\x81\x82\0\0\0\0\xff\xfe", 1007, "text that is not UTF-8"),
+        ];
+        for (frame, code, what) in cases {
+            let mut ws = join(&server).await;
+            ws.get_mut().write_all(frame).await.expect("written");
+            assert_eq!(close_code(&mut ws).await, Some(code), "{what}");
+        }
+    }
+}
