@@ -95,7 +95,11 @@ pub fn accept(
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let outbox = Arc::new(Outbox::new(parts.io.into_inner()));
-                let io = ConnIo { outbox: outbox.clone(), prefix: parts.read_buf };
+                // A copy of what hyper read past the request (usually
+                // nothing): a slice would keep hyper's whole read buffer.
+                let prefix = Bytes::copy_from_slice(&parts.read_buf);
+                drop(parts.read_buf);
+                let io = ConnIo { outbox: outbox.clone(), prefix };
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                 serve_on(Ws(ws), Some(outbox), state, connection).await;
             }
@@ -140,6 +144,10 @@ impl AsyncRead for ConnIo {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // Free it: an advanced `Bytes` still holds its allocation.
+                this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         let stream = this.outbox.stream();
