@@ -6,7 +6,7 @@ use super::wire::{Incoming, Wire};
 use super::{CloseReason, Reply, Socket};
 use crate::AppState;
 use crate::fanout::{Outbox, Registration};
-use crate::limits::{MessageLimiter, ViolationCounter};
+use crate::limits::{MessageLimiter, Verdict, ViolationCounter};
 use crate::love::TapResult;
 use crate::metrics::metrics;
 use crate::room::ConnId;
@@ -307,10 +307,25 @@ impl<S: Socket> Handler<S> {
             Incoming::Text(text) => self.message(Some(text.as_str())),
             Incoming::Binary => self.message(None),
             Incoming::Pong => {
+                self.control_frame()?;
                 self.deadlines.pong_due = None;
                 Ok(None)
             }
-            Incoming::Nothing => Ok(None),
+            Incoming::Ping => {
+                self.control_frame()?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A ping or a pong counts against the same budget as a message, so a
+    /// flood of control frames is closed like a flood of messages (1008).
+    /// Over the rate it is simply not counted further: a control frame gets
+    /// no error message.
+    fn control_frame(&mut self) -> Result<(), CloseReason> {
+        match self.limiter.check(self.state.clock.now()) {
+            Verdict::Close => Err(CloseReason::Flood),
+            Verdict::Accept | Verdict::Drop { .. } => Ok(()),
         }
     }
 

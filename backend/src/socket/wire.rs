@@ -24,8 +24,9 @@ pub enum Incoming {
     Binary,
     /// The answer to our ping.
     Pong,
-    /// Nothing for the handler (a ping, which tungstenite answers by itself).
-    Nothing,
+    /// A ping, which tungstenite answers by itself; it counts against the
+    /// connection's message budget.
+    Ping,
 }
 
 /// The connection's socket and the deadline its writes run under.
@@ -84,7 +85,7 @@ impl<S: Socket> Wire<S> {
             Some(Ok(Message::Text(text))) => Ok(Incoming::Text(text)),
             Some(Ok(Message::Binary(_))) => Ok(Incoming::Binary),
             Some(Ok(Message::Pong(_))) => Ok(Incoming::Pong),
-            Some(Ok(Message::Ping(_))) => Ok(Incoming::Nothing),
+            Some(Ok(Message::Ping(_))) => Ok(Incoming::Ping),
         }
     }
 
