@@ -26,6 +26,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::io::{self, ErrorKind};
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -99,7 +100,8 @@ pub fn accept(
                 // nothing): a slice would keep hyper's whole read buffer.
                 let prefix = Bytes::copy_from_slice(&parts.read_buf);
                 drop(parts.read_buf);
-                let io = ConnIo { outbox: outbox.clone(), prefix };
+                let budget = read_budget(&state.config);
+                let io = ConnIo { outbox: outbox.clone(), prefix, budget };
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                 serve_on(Ws(ws), Some(outbox), state, connection).await;
             }
@@ -131,7 +133,39 @@ pub struct ConnIo {
     outbox: Arc<Outbox>,
     /// Bytes read with the HTTP request but belonging to the WebSocket.
     prefix: Bytes,
+    /// Every byte read counts against this, whatever frame it belongs to.
+    /// tungstenite assembles fragments below the handler, so a flood of
+    /// empty continuation frames never reaches the message limiter; it
+    /// cannot get past this (issue 16, defect 1).
+    budget: ReadBudget,
 }
+
+/// A token bucket of bytes on tokio's clock.
+type ReadBudget = governor::RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    crate::limits::TokioClock,
+    governor::middleware::NoOpMiddleware<std::time::Instant>,
+>;
+
+/// Twice what the message limit lets through at the largest message size
+/// (`2 × --message-rate × --max-message-bytes` a second, twice the burst):
+/// no client within the message limit comes near it, and every frame, even
+/// an empty one, costs at least 6 bytes.
+fn read_budget(config: &crate::Config) -> ReadBudget {
+    let bytes = |n: u32| {
+        let total = u64::from(n).saturating_mul(2).saturating_mul(config.max_message_bytes as u64);
+        NonZeroU32::new(u32::try_from(total).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MAX)
+    };
+    let quota = governor::Quota::per_second(bytes(config.message_rate))
+        .allow_burst(bytes(config.message_burst));
+    governor::RateLimiter::direct_with_clock(quota, crate::limits::TokioClock)
+}
+
+/// The error a read ends with when the client sent more than its budget.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent more bytes than its budget allows")]
+pub struct ReadFlood;
 
 impl AsyncRead for ConnIo {
     fn poll_read(
@@ -156,6 +190,11 @@ impl AsyncRead for ConnIo {
             match stream.try_read(buf.initialize_unfilled()) {
                 Ok(n) => {
                     buf.advance(n);
+                    if let Some(n) = NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX))
+                        && !matches!(this.budget.check_n(n), Ok(Ok(())))
+                    {
+                        return Poll::Ready(Err(io::Error::other(ReadFlood)));
+                    }
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
@@ -279,7 +318,8 @@ mod tests {
         let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let _client = client.expect("connected");
         let outbox = Arc::new(Outbox::new(server.expect("accepted").0));
-        let io = ConnIo { outbox: outbox.clone(), prefix: Bytes::new() };
+        let budget = read_budget(&crate::Config::default());
+        let io = ConnIo { outbox: outbox.clone(), prefix: Bytes::new(), budget };
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let state = AppState::with_clock(
@@ -405,5 +445,65 @@ mod rfc_tests {
             ws.get_mut().write_all(frame).await.expect("written");
             assert_eq!(close_code(&mut ws).await, Some(code), "{what}");
         }
+    }
+
+    /// Issue 16, defect 1: an open text message followed by endless empty
+    /// continuation frames never completes a message, so it got round the
+    /// message limiter and cost the server a core. Its bytes now count.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_empty_continuation_frames_is_closed_with_1008() {
+        use tokio::io::AsyncReadExt;
+        let server = start().await;
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        let request = format!(
+            "GET /ws/rfc HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            server.addr
+        );
+        stream.write_all(request.as_bytes()).await.expect("request sent");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.expect("the response head");
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        let (mut reader, mut writer) = stream.into_split();
+        let flood = tokio::spawn(async move {
+            // A masked text frame that is not final, then empty masked
+            // continuation frames, as fast as the socket takes them.
+            writer.write_all(b"\x01\x81\0\0\0\0a").await.expect("the open message");
+            let chunk = b"\x00\x80\0\0\0\0".repeat(1000);
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_secs(20) {
+                if writer.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        // Read the server's frames until its close frame.
+        let code = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                let mut header = [0u8; 2];
+                reader.read_exact(&mut header).await.ok()?;
+                let len = match header[1] {
+                    126 => {
+                        let mut ext = [0u8; 2];
+                        reader.read_exact(&mut ext).await.ok()?;
+                        usize::from(u16::from_be_bytes(ext))
+                    }
+                    n => usize::from(n),
+                };
+                let mut payload = vec![0u8; len];
+                reader.read_exact(&mut payload).await.ok()?;
+                if header[0] == 0x88 {
+                    return Some(u16::from_be_bytes([payload[0], payload[1]]));
+                }
+            }
+        })
+        .await
+        .expect("the flood was not closed within 15 s");
+        flood.abort();
+        assert_eq!(code, Some(1008));
     }
 }

@@ -103,6 +103,11 @@ impl<S: Socket> Wire<S> {
     }
 }
 
+/// Whether a read failed on the connection's byte budget.
+fn is_read_flood(error: &std::io::Error) -> bool {
+    error.get_ref().is_some_and(|inner| inner.is::<super::upgrade::ReadFlood>())
+}
+
 /// Why a read failed: a message or frame over the limit, a broken rule of
 /// RFC 6455, bad UTF-8, or the connection itself.
 fn read_failure(error: &axum::Error) -> CloseReason {
@@ -117,6 +122,7 @@ fn read_failure(error: &axum::Error) -> CloseReason {
                 return CloseReason::ClientGone;
             }
             Some(tungstenite::Error::Protocol(_)) => return CloseReason::ProtocolViolation,
+            Some(tungstenite::Error::Io(io)) if is_read_flood(io) => return CloseReason::Flood,
             Some(_) => return CloseReason::ClientGone,
             None => source = e.source(),
         }
