@@ -21,9 +21,12 @@
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
+use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 
 /// The most bytes of replies and control frames kept for a socket that does
@@ -35,18 +38,18 @@ pub const MAX_QUEUED: usize = 64 * 1024;
 /// One connection's socket, as every writer of it sees it.
 #[derive(Debug)]
 pub struct Outbox {
-    /// The upgraded TCP stream; reads happen on it too (through the
-    /// handler's `ConnIo`), since tokio's readiness is per direction.
-    stream: TcpStream,
-    /// What could not be written yet.
+    /// The socket's write half, and what could not be written yet.
     pending: Mutex<Pending>,
     /// Wakes the connection's task when a shard writer left bytes behind.
     stalled: Notify,
 }
 
-/// What a socket did not take at once.
-#[derive(Debug, Default)]
+/// The write half and what it did not take at once.
+#[derive(Debug)]
 struct Pending {
+    /// The upgraded TCP stream's write half (its read half is the
+    /// handler's, through `ConnIo`).
+    half: OwnedWriteHalf,
     /// Frames begun or queued, in order: the first may be a partly written
     /// frame's rest, so these go out before anything else.
     queue: VecDeque<Bytes>,
@@ -64,6 +67,18 @@ struct Pending {
 }
 
 impl Pending {
+    fn new(half: OwnedWriteHalf) -> Self {
+        Self {
+            half,
+            queue: VecDeque::new(),
+            queued: 0,
+            consensus: None,
+            last_seq: None,
+            sealed: false,
+            broken: false,
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.queue.is_empty() && self.consensus.is_none()
     }
@@ -84,14 +99,17 @@ pub enum Offer {
 }
 
 impl Outbox {
-    /// The outbox of the upgraded `stream`.
-    pub fn new(stream: TcpStream) -> Self {
-        Self { stream, pending: Mutex::new(Pending::default()), stalled: Notify::new() }
+    /// The upgraded `stream` split: its read half, for the handler, and
+    /// the outbox every write goes through.
+    pub fn split(stream: TcpStream) -> (OwnedReadHalf, Self) {
+        let (read, write) = stream.into_split();
+        let outbox = Self { pending: Mutex::new(Pending::new(write)), stalled: Notify::new() };
+        (read, outbox)
     }
 
-    /// The stream, for reading.
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
+    /// The outbox of `stream`, whose reads are not wanted (tests).
+    pub fn new(stream: TcpStream) -> Self {
+        Self::split(stream).1
     }
 
     fn lock(&self) -> MutexGuard<'_, Pending> {
@@ -116,7 +134,7 @@ impl Outbox {
             self.stalled.notify_one();
             return if replaced { Offer::Replaced } else { Offer::Kept };
         }
-        match self.stream.try_write(frame) {
+        match pending.half.try_write(frame) {
             Ok(n) if n == frame.len() => return Offer::Written,
             Ok(n) => pending.push(frame.slice(n..)),
             Err(e) if e.kind() == ErrorKind::WouldBlock => pending.consensus = Some(frame.clone()),
@@ -158,7 +176,7 @@ impl Outbox {
         let mut pending = self.lock();
         if !pending.is_empty() {
             // Drain first: what is queued goes before `buf`.
-            match self.poll_drain_locked(&mut pending, cx) {
+            match Self::poll_drain_locked(&mut pending, cx) {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {}
                 Poll::Pending => {
@@ -173,7 +191,7 @@ impl Outbox {
         if pending.broken {
             return Poll::Ready(Err(ErrorKind::BrokenPipe.into()));
         }
-        match self.stream.try_write(buf) {
+        match pending.half.try_write(buf) {
             Ok(n) => {
                 if n < buf.len() {
                     pending.push(Bytes::copy_from_slice(&buf[n..]));
@@ -195,7 +213,7 @@ impl Outbox {
     /// socket has taken it all.
     pub fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut pending = self.lock();
-        self.poll_drain_locked(&mut pending, cx)
+        Self::poll_drain_locked(&mut pending, cx)
     }
 
     /// [`Outbox::poll_drain`] as a future.
@@ -203,11 +221,7 @@ impl Outbox {
         std::future::poll_fn(|cx| self.poll_drain(cx)).await
     }
 
-    fn poll_drain_locked(
-        &self,
-        pending: &mut Pending,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_drain_locked(pending: &mut Pending, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if pending.broken {
                 return Poll::Ready(Err(ErrorKind::BrokenPipe.into()));
@@ -218,30 +232,28 @@ impl Outbox {
                     None => return Poll::Ready(Ok(())),
                 }
             }
-            let Some(front) = pending.queue.front_mut() else { continue };
-            match self.stream.try_write(front) {
-                Ok(n) => {
-                    pending.queued -= n;
+            let Pending { half, queue, queued, .. } = &mut *pending;
+            let Some(front) = queue.front_mut() else { continue };
+            // The write half registers this task for writability when the
+            // socket is full.
+            match Pin::new(half).poll_write(cx, front) {
+                Poll::Ready(Ok(0)) => {
+                    pending.broken = true;
+                    return Poll::Ready(Err(ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    *queued -= n;
                     if n == front.len() {
-                        pending.queue.pop_front();
+                        queue.pop_front();
                     } else {
                         *front = front.slice(n..);
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    match self.stream.poll_write_ready(cx) {
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(e)) => {
-                            pending.broken = true;
-                            return Poll::Ready(Err(e));
-                        }
-                        Poll::Pending => return Poll::Pending,
-                    }
-                }
-                Err(e) => {
+                Poll::Ready(Err(e)) => {
                     pending.broken = true;
                     return Poll::Ready(Err(e));
                 }
+                Poll::Pending => return Poll::Pending,
             }
         }
     }

@@ -25,13 +25,14 @@ use futures_util::{Sink, Stream};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
-use std::io::{self, ErrorKind};
+use std::io;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tungstenite::protocol::{Role, WebSocketConfig};
@@ -95,13 +96,14 @@ pub fn accept(
         };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                let outbox = Arc::new(Outbox::new(parts.io.into_inner()));
+                let (read, outbox) = Outbox::split(parts.io.into_inner());
+                let outbox = Arc::new(outbox);
                 // A copy of what hyper read past the request (usually
                 // nothing): a slice would keep hyper's whole read buffer.
                 let prefix = Bytes::copy_from_slice(&parts.read_buf);
                 drop(parts.read_buf);
                 let budget = read_budget(&state.config);
-                let io = ConnIo { outbox: outbox.clone(), prefix, budget };
+                let io = ConnIo { read, outbox: outbox.clone(), prefix, budget };
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                 serve_on(Ws(ws), Some(outbox), state, connection).await;
             }
@@ -130,6 +132,9 @@ pub fn accept(
 /// through the connection's [`Outbox`].
 #[derive(Debug)]
 pub struct ConnIo {
+    /// The socket's read half: tokio's own reads, which take a short read
+    /// as the socket drained (no extra `recv` that would block).
+    read: OwnedReadHalf,
     outbox: Arc<Outbox>,
     /// Bytes read with the HTTP request but belonging to the WebSocket.
     prefix: Bytes,
@@ -184,23 +189,15 @@ impl AsyncRead for ConnIo {
             }
             return Poll::Ready(Ok(()));
         }
-        let stream = this.outbox.stream();
-        loop {
-            ready!(stream.poll_read_ready(cx))?;
-            match stream.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    if let Some(n) = NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX))
-                        && !matches!(this.budget.check_n(n), Ok(Ok(())))
-                    {
-                        return Poll::Ready(Err(io::Error::other(ReadFlood)));
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.read).poll_read(cx, buf))?;
+        let n = buf.filled().len() - before;
+        if let Some(n) = NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX))
+            && !matches!(this.budget.check_n(n), Ok(Ok(())))
+        {
+            return Poll::Ready(Err(io::Error::other(ReadFlood)));
         }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -318,9 +315,10 @@ mod tests {
         let addr = listener.local_addr().expect("an address");
         let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let _first_client = client.expect("connected");
-        let outbox = Arc::new(Outbox::new(server.expect("accepted").0));
+        let (read, outbox) = Outbox::split(server.expect("accepted").0);
+        let outbox = Arc::new(outbox);
         let budget = read_budget(&crate::Config::default());
-        let io = ConnIo { outbox: outbox.clone(), prefix: Bytes::new(), budget };
+        let io = ConnIo { read, outbox: outbox.clone(), prefix: Bytes::new(), budget };
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let state = AppState::with_clock(
@@ -340,8 +338,10 @@ mod tests {
         let stream = TcpStream::connect(addr).await.expect("connected");
         let (server, _) = listener.accept().await.expect("accepted");
         let _client = stream;
-        let outbox2 = Arc::new(Outbox::new(server));
+        let (read, outbox2) = Outbox::split(server);
+        let outbox2 = Arc::new(outbox2);
         let io = ConnIo {
+            read,
             outbox: outbox2.clone(),
             prefix: Bytes::new(),
             budget: read_budget(&state.config),
