@@ -96,7 +96,11 @@ impl AppState {
         AppState(Arc::new(Shared {
             rooms: Rooms::new(timing, tracker.clone(), love.clone(), clock),
             love,
-            limits: ConnectionLimits::new(config.max_connections, config.max_accept_rate),
+            limits: ConnectionLimits::new(
+                config.max_connections,
+                config.max_accept_rate,
+                config.max_connections_per_ip,
+            ),
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
             tracker,

@@ -17,9 +17,9 @@
 //! nothing between the room and `write(2)` that the floor could be blamed
 //! for (no per-socket queue, task wake-up or buffer copy per delivery).
 
-use crate::client::now_ms;
 use anyhow::Context;
-use shared::{Consensus, PROTOCOL_VERSION, ServerMessage, Welcome};
+use shared::clock::system_now_ms as now_ms;
+use shared::{ClientId, Consensus, PROTOCOL_VERSION, RoomName, ServerMessage, Welcome};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Write};
@@ -193,11 +193,13 @@ impl Floor {
     }
 }
 
-/// Broadcasts every `tick`, on the tick's grid (a late tick is skipped,
-/// not bunched).
+/// Broadcasts every `tick`. A late tick delays the next one, and `seq`
+/// rises by one per broadcast: heartsync's room clock does the same, so a
+/// server that falls behind shows it the same way in both rows (fewer
+/// consensus a second per client, not gaps in `seq`).
 async fn ticks(floor: Rc<Floor>) {
     let mut interval = tokio::time::interval(floor.tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
         floor.broadcast();
@@ -207,7 +209,11 @@ async fn ticks(floor: Rc<Floor>) {
 /// One connection: upgrade, welcome, then join the fan-out and drain input.
 async fn connection(floor: Rc<Floor>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let upgrade = tokio::time::timeout(Duration::from_secs(10), handshake(&floor, &mut stream));
+    // Boxed: the upgrade's state (a timer, buffers, the welcome) is large
+    // and short-lived; inline, it would size this task, which lives as long
+    // as the connection, for its largest moment.
+    let upgrade =
+        Box::pin(tokio::time::timeout(Duration::from_secs(10), handshake(&floor, &mut stream)));
     let Ok(Some(room)) = upgrade.await else {
         return;
     };
@@ -236,10 +242,16 @@ async fn handshake(floor: &Floor, stream: &mut TcpStream) -> Option<String> {
     };
     let accept =
         tokio_tungstenite::tungstenite::handshake::derive_accept_key(upgrade.key.as_bytes());
+    // Like heartsync, a client without a valid id of its own is given one.
+    let client_id = upgrade
+        .client_id
+        .and_then(|id| ClientId::parse(id).ok())
+        .unwrap_or_else(|| ClientId::parse("floorfloorfloor1").expect("a valid client id"));
+    let room = RoomName::parse(upgrade.room).unwrap_or_else(|_| RoomName::main());
     let welcome = ServerMessage::Welcome(Welcome {
         protocol: PROTOCOL_VERSION,
-        client_id: upgrade.client_id.unwrap_or("floor").to_owned(),
-        room: upgrade.room.to_owned(),
+        client_id,
+        room,
         server_time: now_ms(),
         tick_ms: floor.tick.as_millis() as u64,
         report_ms: REPORT_MS,
@@ -339,6 +351,20 @@ mod tests {
         ] {
             assert_eq!(Upgrade::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_task_is_small_for_its_whole_life() {
+        // Every heart holds one such task for as long as it is connected:
+        // its size is most of the floor's memory per heart.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let _client =
+            TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connects");
+        let (server, _) = listener.accept().await.expect("accepts");
+        let task = connection(Rc::new(Floor::new(Duration::from_millis(250))), server);
+        let size = std::mem::size_of_val(&task);
+        // 336 bytes here; 480 with the upgrade's state inline.
+        assert!(size <= 400, "a connection's task is {size} bytes");
     }
 
     #[test]

@@ -813,13 +813,17 @@ impl Report {
     }
 
     /// The figures compared with the floor: name, value.
-    fn figures(&self) -> [(&'static str, Option<f64>); 8] {
+    fn figures(&self) -> [(&'static str, Option<f64>); 9] {
+        let per_client = (self.clients_connected > 0)
+            .then(|| self.msgs_received_per_s / self.clients_connected as f64);
         [
             ("deliveries_per_server_cpu_s", self.deliveries_per_server_cpu_s),
             ("tick_delay_p50_ms", Some(self.tick_delay_ms[0])),
             ("tick_delay_p99_ms", Some(self.tick_delay_ms[1])),
             ("tick_delay_max_ms", Some(self.tick_delay_ms[2])),
             ("ticks_missed", Some(self.ticks_missed as f64)),
+            // A server that cannot keep its tick shows here, not in `seq`.
+            ("consensus_per_client_per_s", per_client),
             ("server_rss_growth_per_client_bytes", self.server_rss_growth_per_client_bytes),
             ("connect_p95_ms", Some(self.connect_ms[1])),
             ("clients_connected", Some(self.clients_connected as f64)),

@@ -15,6 +15,7 @@
 use super::{Connection, serve_on};
 use crate::AppState;
 use crate::fanout::Outbox;
+use crate::server::{DeadlineStream, WriteDeadline};
 use axum::extract::FromRequestParts;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use axum::http::request::Parts;
@@ -31,7 +32,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -70,6 +70,7 @@ pub fn accept(
     raw: RawUpgrade,
     state: AppState,
     connection: Connection,
+    deadline: Option<WriteDeadline>,
     token: TaskTrackerToken,
 ) -> Response {
     let (Some(on_upgrade), Some(key)) = (raw.on_upgrade, raw.key) else {
@@ -94,9 +95,14 @@ pub fn accept(
                 return;
             }
         };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        // The socket's own writes have a deadline (and close with a
+        // reason); the HTTP one would race it.
+        if let Some(deadline) = deadline {
+            deadline.lift();
+        }
+        match upgraded.downcast::<TokioIo<DeadlineStream>>() {
             Ok(parts) => {
-                let (read, outbox) = Outbox::split(parts.io.into_inner());
+                let (read, outbox) = Outbox::split(parts.io.into_inner().into_inner());
                 let outbox = Arc::new(outbox);
                 // A copy of what hyper read past the request (usually
                 // nothing): a slice would keep hyper's whole read buffer.
@@ -303,6 +309,7 @@ mod tests {
     use crate::love::memory::MemoryLove;
     use shared::{ClientId, RoomName};
     use std::mem::{size_of, size_of_val};
+    use tokio::net::TcpStream;
 
     /// What an idle connection holds in the server's memory, apart from the
     /// kernel's socket buffers: the task's future, the handler's box (the
@@ -330,7 +337,10 @@ mod tests {
             conn: 1,
             room: RoomName::main(),
             client_id: ClientId::parse("abcdefgh").expect("a valid client id"),
-            slot: state.limits.admit().expect("room under the cap"),
+            slot: state
+                .limits
+                .admit(std::net::Ipv4Addr::LOCALHOST.into())
+                .expect("room under the cap"),
         };
         let websocket = size_of_val(&ws);
         let task = size_of_val(&serve_on(Ws(ws), Some(outbox.clone()), state.clone(), connection));

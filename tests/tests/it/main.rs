@@ -3,6 +3,7 @@
 mod browser;
 mod consensus;
 mod deploy;
+mod hostile;
 mod limits;
 mod love;
 mod metrics;
