@@ -243,9 +243,10 @@ async fn ws_main(
     state: State<AppState>,
     Query(query): Query<WsQuery>,
     handshake: Handshake,
+    raw: socket::RawUpgrade,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {
-    upgrade_to_room(state, RoomName::main(), query, handshake, upgrade)
+    upgrade_to_room(state, RoomName::main(), query, handshake, (raw, upgrade))
 }
 
 async fn ws_room(
@@ -253,11 +254,12 @@ async fn ws_room(
     state: State<AppState>,
     Query(query): Query<WsQuery>,
     handshake: Handshake,
+    raw: socket::RawUpgrade,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {
     let room = RoomName::parse(&room)
         .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    upgrade_to_room(state, room, query, handshake, upgrade)
+    upgrade_to_room(state, room, query, handshake, (raw, upgrade))
 }
 
 fn upgrade_to_room(
@@ -265,7 +267,7 @@ fn upgrade_to_room(
     room: RoomName,
     query: WsQuery,
     handshake: Handshake,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    (raw, upgrade): (socket::RawUpgrade, Result<WebSocketUpgrade, WebSocketUpgradeRejection>),
 ) -> Result<Response, HttpError> {
     let Handshake { headers, peer, deadline } = handshake;
     let client_id = match query.client_id {
@@ -339,26 +341,10 @@ fn upgrade_to_room(
     })?;
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let connection = Connection { conn, room, client_id, slot, expires };
-    let max = state.config.max_message_bytes;
-    let tracker_token = state.tracker.token();
-    let response = upgrade
-        // Small messages only: a read buffer sized for them instead of
-        // tungstenite's 128 KiB, writes sent at once, and a bounded queue.
-        .read_buffer_size(max.max(1024))
-        .write_buffer_size(0)
-        .max_write_buffer_size(64 * 1024)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |ws| async move {
-            // The socket's own writes have a deadline (and close with a
-            // reason); the HTTP one would race it.
-            if let Some(deadline) = deadline {
-                deadline.lift();
-            }
-            socket::serve(ws, state, connection).await;
-            drop(tracker_token);
-        });
-    Ok(response)
+    // axum's upgrade has checked the request; the server answers it itself
+    // and keeps the socket, for the room's fan-out (socket/upgrade.rs).
+    drop(upgrade);
+    Ok(socket::accept(raw, state.clone(), connection, deadline, state.tracker.token()))
 }
 
 fn new_client_id() -> ClientId {

@@ -12,6 +12,8 @@
 //! - [`socket`]: one connection: its handler (state and a short `select!`),
 //!   one function per message type, and the wire with its write deadline.
 //! - [`room`]: one room's task; [`rooms`]: the registry of open rooms.
+//! - [`fanout`]: each room's shard writers, which put the consensus frame
+//!   on every socket of the room, and each socket's outbox.
 //! - [`limits`]: connection caps, accept rate, message rate, violations.
 //! - [`love`]: love taps, counted once and acknowledged when durable.
 //! - [`metrics`]: what `/metrics` shows operators.
@@ -25,6 +27,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod fanout;
 pub mod http;
 pub mod limits;
 pub mod love;

@@ -10,6 +10,10 @@
 //! skips to the newest consensus instead of queueing old ones, and the
 //! broadcast never waits on any socket.
 //!
+//! The room never touches a socket: [`crate::fanout`]'s shard writers take
+//! each consensus from the `watch` (framed once, in [`ConsensusFrame::wire`])
+//! and put it on the room's sockets.
+//!
 //! Time comes from the [`Clock`] the room is given, so that under
 //! `tokio::time::pause()` ticks, vote expiry and protocol times all move
 //! together.
@@ -18,6 +22,7 @@ use crate::clock::Clock;
 use crate::love::LoveStore;
 use crate::metrics::metrics;
 use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use shared::{Consensus, PhaseReport, PhaseSum, RoomName, ServerMessage, project};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -41,14 +46,20 @@ pub struct ConsensusFrame {
     pub consensus: Consensus,
     /// `consensus` as a protocol text frame.
     pub text: Utf8Bytes,
+    /// `text` as a complete WebSocket frame, the same bytes for every
+    /// client (server frames are unmasked): what the fan-out writes.
+    pub wire: Bytes,
     /// When the room's tick began, for the broadcast-lag metric.
     pub ticked: Instant,
 }
 
 impl ConsensusFrame {
-    fn new(consensus: Consensus, ticked: Instant) -> Self {
+    /// The frame of `consensus`, computed at `ticked`: serialized and
+    /// framed once.
+    pub fn new(consensus: Consensus, ticked: Instant) -> Self {
         let text = ServerMessage::Consensus(consensus).to_json();
-        Self { consensus, text: Utf8Bytes::from(text), ticked }
+        let wire = crate::fanout::frame_text(&text);
+        Self { consensus, text: Utf8Bytes::from(text), wire, ticked }
     }
 }
 

@@ -6,6 +6,7 @@
 //! one.
 
 use crate::clock::Clock;
+use crate::fanout::Fanout;
 use crate::love::LoveStore;
 use crate::room::{self, ConnId, ConsensusFrame, Control, RoomHandle, RoomTiming};
 use shared::RoomName;
@@ -20,14 +21,26 @@ pub struct Rooms(Arc<Registry>);
 
 #[derive(Debug)]
 struct Registry {
-    /// Each open room's handle, how many connections are in it, and how
-    /// many watchers (SSE streams) watch it; it closes when both are zero.
-    open: Mutex<HashMap<RoomName, (RoomHandle, usize, usize)>>,
+    /// Each open room's handle, its fan-out, how many connections are in
+    /// it and how many watchers (SSE streams) watch it; it closes when both
+    /// counts are zero.
+    open: Mutex<HashMap<RoomName, OpenRoom>>,
     timing: RoomTiming,
     tracker: TaskTracker,
     love: LoveStore,
     /// The clock every room runs on.
     clock: Clock,
+}
+
+/// An open room as the registry keeps it.
+#[derive(Debug)]
+struct OpenRoom {
+    handle: RoomHandle,
+    fanout: Fanout,
+    /// Connections in the room (its hearts).
+    members: usize,
+    /// SSE streams watching it: they keep it open but are not hearts.
+    watchers: usize,
 }
 
 /// One connection's place in a room; leaving happens on drop.
@@ -40,6 +53,8 @@ pub struct Membership {
     pub conn: ConnId,
     /// The room's channels.
     pub handle: RoomHandle,
+    /// The room's shard writers, for a socket that lets them write to it.
+    pub fanout: Fanout,
     /// This connection's view of the room's newest consensus.
     pub consensus: tokio::sync::watch::Receiver<ConsensusFrame>,
 }
@@ -79,7 +94,7 @@ impl Rooms {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, (RoomHandle, usize, usize)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, OpenRoom>> {
         // A panic while holding this lock cannot leave the map half-updated
         // (every critical section is a single insert, update or remove), so
         // a poisoned lock is still safe to use.
@@ -90,8 +105,8 @@ impl Rooms {
     pub fn snapshot(&self) -> Vec<(RoomName, shared::Consensus)> {
         let open = self.lock();
         open.iter()
-            .filter(|(_, (_, members, _))| *members > 0)
-            .map(|(name, (handle, _, _))| (name.clone(), handle.consensus.borrow().consensus))
+            .filter(|(_, room)| room.members > 0)
+            .map(|(name, room)| (name.clone(), room.handle.consensus.borrow().consensus))
             .collect()
     }
 
@@ -99,8 +114,8 @@ impl Rooms {
     /// are as of the room's last tick: zero for a room not yet a tick old.)
     pub fn current(&self, name: &RoomName) -> Option<shared::Consensus> {
         let open = self.lock();
-        let (handle, _, _) = open.get(name).filter(|(_, members, _)| *members > 0)?;
-        Some(handle.consensus.borrow().consensus)
+        let room = open.get(name).filter(|room| room.members > 0)?;
+        Some(room.handle.consensus.borrow().consensus)
     }
 
     /// Watches room `name` if someone is in it (no room is opened for a
@@ -108,9 +123,9 @@ impl Rooms {
     /// its last member leaves.
     pub fn watch(&self, name: &RoomName) -> Option<Watcher> {
         let mut open = self.lock();
-        let entry = open.get_mut(name).filter(|(_, members, _)| *members > 0)?;
-        entry.2 += 1;
-        let consensus = entry.0.consensus.clone();
+        let entry = open.get_mut(name).filter(|room| room.members > 0)?;
+        entry.watchers += 1;
+        let consensus = entry.handle.consensus.clone();
         Some(Watcher { rooms: self.clone(), name: name.clone(), consensus })
     }
 
@@ -119,11 +134,11 @@ impl Rooms {
         let mut open = self.lock();
         if let Some(entry) = open.get_mut(name) {
             if watcher {
-                entry.2 -= 1;
+                entry.watchers -= 1;
             } else {
-                entry.1 -= 1;
+                entry.members -= 1;
             }
-            if entry.1 == 0 && entry.2 == 0 {
+            if entry.members == 0 && entry.watchers == 0 {
                 open.remove(name);
             }
         }
@@ -136,25 +151,24 @@ impl Rooms {
         name: RoomName,
         conn: ConnId,
     ) -> Result<(Membership, ConsensusFrame), RoomGone> {
-        let handle = {
+        let (handle, fanout) = {
             let mut open = self.lock();
             let entry = open.entry(name.clone()).or_insert_with(|| {
                 let love = self.0.love.clone();
-                (
-                    room::spawn(name.clone(), self.0.timing, &self.0.tracker, love, self.0.clock),
-                    0,
-                    0,
-                )
+                let handle =
+                    room::spawn(name.clone(), self.0.timing, &self.0.tracker, love, self.0.clock);
+                let fanout = Fanout::spawn(&handle.consensus, &self.0.tracker);
+                OpenRoom { handle, fanout, members: 0, watchers: 0 }
             });
-            entry.1 += 1;
-            entry.0.clone()
+            entry.members += 1;
+            (entry.handle.clone(), entry.fanout.clone())
         };
         // From here on the membership's drop undoes the count.
         // Mark the current consensus seen before joining: a tick after this
         // point is delivered, so the newcomer sees no gap in `seq`.
         let mut consensus = handle.consensus.clone();
         consensus.mark_unchanged();
-        let membership = Membership { rooms: self.clone(), name, conn, handle, consensus };
+        let membership = Membership { rooms: self.clone(), name, conn, handle, fanout, consensus };
         let (reply, answer) = oneshot::channel();
         membership.handle.control.send(Control::Join { conn, reply }).map_err(|_| RoomGone)?;
         let first = answer.await.map_err(|_| RoomGone)?;

@@ -207,7 +207,7 @@ impl WriteDeadline {
 /// and never reads holds a descriptor and megabytes of kernel buffers for
 /// as long as it likes. Hand-written because hyper has no write timeout
 /// and the crates that add one cannot be turned off after an upgrade.
-struct DeadlineStream {
+pub(crate) struct DeadlineStream {
     inner: TcpStream,
     timeout: Duration,
     deadline: WriteDeadline,
@@ -222,6 +222,12 @@ struct DeadlineStream {
 impl DeadlineStream {
     fn new(inner: TcpStream, timeout: Duration, deadline: WriteDeadline) -> Self {
         Self { inner, timeout, deadline, stalled: None, armed: false }
+    }
+
+    /// The TCP stream, for a WebSocket that takes it over after the upgrade
+    /// (its writes have their own deadline; see `socket/upgrade.rs`).
+    pub(crate) fn into_inner(self) -> TcpStream {
+        self.inner
     }
 
     /// Called when a write is pending: `Ready(Err)` once it has been for

@@ -5,7 +5,8 @@
 use super::wire::{Incoming, Wire};
 use super::{CloseReason, Reply, Socket};
 use crate::AppState;
-use crate::limits::{MessageLimiter, ViolationCounter};
+use crate::fanout::{Outbox, Registration};
+use crate::limits::{MessageLimiter, Verdict, ViolationCounter};
 use crate::love::TapResult;
 use crate::metrics::metrics;
 use crate::room::ConnId;
@@ -16,9 +17,10 @@ use shared::{ClientId, PROTOCOL_VERSION, RoomName, ServerMessage, Welcome};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, sleep_until, timeout};
 
 /// One connection, from its welcome to its close.
 pub struct Handler<S> {
@@ -39,6 +41,12 @@ pub struct Handler<S> {
     pub(super) deadlines: Deadlines,
     /// Love taps between this socket and the disk.
     pub(super) love: LoveInFlight,
+    /// The socket's writes, shared with the room's shard writer, which
+    /// writes the consensus; `None` when the handler writes it itself.
+    outbox: Option<Arc<Outbox>>,
+    /// The socket's place in its room's shard; dropping it takes the
+    /// socket out (before the close frame is written).
+    registration: Option<Registration>,
 }
 
 /// A love tap handed to the store: the future resolves when it is durable
@@ -136,9 +144,12 @@ impl Deadlines {
 
 impl<S: Socket> Handler<S> {
     /// Joins the room and sends the welcome and the room's consensus as of
-    /// now; on failure the close frame has been sent.
+    /// now; on failure the close frame has been sent. With an `outbox`, the
+    /// socket then joins its room's shard, which writes every later
+    /// consensus.
     pub async fn start(
         socket: S,
+        outbox: Option<Arc<Outbox>>,
         state: AppState,
         conn: ConnId,
         room: RoomName,
@@ -161,7 +172,22 @@ impl<S: Socket> Handler<S> {
         });
         wire.send_json(&welcome).await?;
         metrics().sent_consensus.increment(1);
-        wire.send(Message::Text(first.text)).await?;
+        let registration = match &outbox {
+            None => {
+                wire.send(Message::Text(first.text)).await?;
+                None
+            }
+            Some(outbox) => {
+                outbox.offer(first.consensus.seq, &first.wire);
+                let registration = membership.fanout.register(conn, outbox.clone());
+                // A tick published before the shard had this socket is
+                // written here; the outbox takes each `seq` once, so a tick
+                // the shard also wrote does not go twice.
+                let newest = membership.consensus.borrow().clone();
+                outbox.offer(newest.consensus.seq, &newest.wire);
+                Some(registration)
+            }
+        };
         let now = state.clock.now();
         Ok(Self {
             wire,
@@ -173,6 +199,8 @@ impl<S: Socket> Handler<S> {
             violations: ViolationCounter::new(config.max_violations, config.violation_window),
             deadlines: Deadlines::new(now, config.ping_interval, config.pong_timeout),
             love: LoveInFlight::default(),
+            outbox,
+            registration,
             membership,
             client_id,
             state,
@@ -186,7 +214,12 @@ impl<S: Socket> Handler<S> {
             Err(reason) => reason,
             Ok(never) => match never {},
         };
-        self.wire.close(reason).await;
+        // No consensus after the close frame.
+        self.registration = None;
+        if let Some(outbox) = &self.outbox {
+            outbox.seal();
+        }
+        Box::pin(self.wire.close(reason)).await;
         reason
     }
 
@@ -198,19 +231,31 @@ impl<S: Socket> Handler<S> {
         tokio::pin!(shutdown);
         let timer = sleep_until(self.deadlines.next());
         tokio::pin!(timer);
+        let outbox = self.outbox.clone();
+        let fanned_out = outbox.is_some();
+        // The arms that write are boxed: a write future is large and rare
+        // (an idle connection writes nothing itself), and every byte of
+        // this future is held by every connection for its whole life.
         loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown, if self.deadlines.close_at.is_none() => self.drain(),
-                () = &mut timer => self.on_deadline().await?,
-                changed = self.membership.consensus.changed() => self.write_consensus(changed).await?,
+                () = &mut timer => Box::pin(self.on_deadline()).await?,
+                changed = self.membership.consensus.changed(), if !fanned_out => {
+                    Box::pin(self.write_consensus(changed)).await?
+                }
+                () = stalled(outbox.as_deref()), if fanned_out => {
+                    Box::pin(self.drain_stalled()).await?
+                }
                 answer = self.love.answer(), if self.love.at_store.is_some() => {
                     let reply = self.love_answered(answer)?;
-                    self.reply(reply).await?;
+                    Box::pin(self.reply(reply)).await?;
                 }
                 incoming = self.wire.recv(), if self.love.waiting.is_none() => {
                     let reply = self.received(incoming?)?;
-                    self.reply(reply).await?;
+                    if reply.is_some() {
+                        Box::pin(self.reply(reply)).await?;
+                    }
                 }
             }
             let next = self.deadlines.next();
@@ -256,6 +301,20 @@ impl<S: Socket> Handler<S> {
         Ok(())
     }
 
+    /// The shard writer left a consensus (or its rest) that the socket did
+    /// not take: drain it, under the write timeout, as a slow write would
+    /// be. Meanwhile the shard keeps only the newest consensus for it.
+    async fn drain_stalled(&mut self) -> Result<(), CloseReason> {
+        let Some(outbox) = &self.outbox else {
+            return Ok(());
+        };
+        match timeout(self.state.config.write_timeout, outbox.drain()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(CloseReason::ClientGone),
+            Err(_) => Err(CloseReason::Slow),
+        }
+    }
+
     /// What the client sent, sorted: a pong meets its deadline, a message
     /// is handled.
     fn received(&mut self, incoming: Incoming) -> Reply {
@@ -263,10 +322,25 @@ impl<S: Socket> Handler<S> {
             Incoming::Text(text) => self.message(Some(text.as_str())),
             Incoming::Binary => self.message(None),
             Incoming::Pong => {
+                self.control_frame()?;
                 self.deadlines.pong_due = None;
                 Ok(None)
             }
-            Incoming::Nothing => Ok(None),
+            Incoming::Ping => {
+                self.control_frame()?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A ping or a pong counts against the same budget as a message, so a
+    /// flood of control frames is closed like a flood of messages (1008).
+    /// Over the rate it is simply not counted further: a control frame gets
+    /// no error message.
+    fn control_frame(&mut self) -> Result<(), CloseReason> {
+        match self.limiter.check(self.state.clock.now()) {
+            Verdict::Close => Err(CloseReason::Flood),
+            Verdict::Accept | Verdict::Drop { .. } => Ok(()),
         }
     }
 
@@ -276,6 +350,15 @@ impl<S: Socket> Handler<S> {
             Some(message) => self.wire.send_json(&message).await,
             None => Ok(()),
         }
+    }
+}
+
+/// Completes when the shard writer left something in `outbox` (never
+/// without one).
+async fn stalled(outbox: Option<&Outbox>) {
+    match outbox {
+        Some(outbox) => outbox.stalled().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,6 +10,8 @@
 //!   or the reason to close, so that a close is a `?`.
 //! - [`wire`]: the socket: writes under a deadline, close frames, and sorting
 //!   what is read.
+//! - [`upgrade`]: the handshake answered by the server, which keeps the
+//!   upgraded `TcpStream` so that the room's fan-out can write to it.
 //!
 //! The connection is one task with one `select!` loop. Writes have a
 //! deadline (`--write-timeout`): a client that stops reading is closed, and
@@ -24,12 +26,16 @@
 
 mod handler;
 mod messages;
+mod upgrade;
 mod wire;
+
+pub use upgrade::{RawUpgrade, accept};
 
 #[cfg(test)]
 mod tests;
 
 use crate::AppState;
+use crate::fanout::Outbox;
 use crate::limits::ConnectionSlot;
 use crate::metrics::metrics;
 use crate::room::ConnId;
@@ -76,8 +82,15 @@ pub struct Connection {
 /// decides the close frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The client closed or the TCP connection ended.
+    /// The TCP connection ended (or failed) without a close handshake.
     ClientGone,
+    /// The client sent a close frame: it is echoed, then the socket closes.
+    ClientClosed,
+    /// The client broke RFC 6455 (an unmasked frame, reserved bits or
+    /// opcodes, a bad control frame): closed with 1002.
+    ProtocolViolation,
+    /// A text message that is not UTF-8: closed with 1007.
+    BadUtf8,
     /// The server is shutting down.
     Shutdown,
     /// A write did not finish within the write timeout.
@@ -100,7 +113,9 @@ impl CloseReason {
     /// A bounded, stable name for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
-            CloseReason::ClientGone => "client",
+            CloseReason::ClientGone | CloseReason::ClientClosed => "client",
+            CloseReason::ProtocolViolation => "protocol",
+            CloseReason::BadUtf8 => "bad_utf8",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Slow => "slow",
             CloseReason::PongTimeout => "pong_timeout",
@@ -113,10 +128,13 @@ impl CloseReason {
     }
 
     /// The close frame the client is sent (code and reason), if any: a
-    /// client that is gone or cannot be written to gets none.
+    /// client that is gone or cannot be written to gets none, and a client
+    /// that closed gets its own close frame back (tungstenite's echo).
     pub fn close_frame(self) -> Option<(u16, &'static str)> {
         match self {
-            CloseReason::ClientGone | CloseReason::Slow => None,
+            CloseReason::ClientGone | CloseReason::ClientClosed | CloseReason::Slow => None,
+            CloseReason::ProtocolViolation => Some((close_code::PROTOCOL, "protocol error")),
+            CloseReason::BadUtf8 => Some((close_code::INVALID, "text is not UTF-8")),
             CloseReason::Shutdown | CloseReason::RoomGone => {
                 Some((close_code::AWAY, "server shutting down"))
             }
@@ -129,13 +147,31 @@ impl CloseReason {
     }
 }
 
-/// Serves one upgraded connection until it ends.
+/// Serves one upgraded connection until it ends, the handler writing every
+/// consensus itself (the shape of the channel tests).
 pub async fn serve(socket: impl Socket, state: AppState, connection: Connection) -> CloseReason {
+    serve_on(socket, None, state, connection).await
+}
+
+/// Serves one upgraded connection until it ends. With an `outbox` (the
+/// socket's own writes, see [`crate::fanout`]) the room's shard writer puts
+/// the consensus on the wire and the handler only drains what a slow socket
+/// left; without one, the handler writes each consensus from the room's
+/// `watch`.
+pub async fn serve_on(
+    socket: impl Socket,
+    outbox: Option<std::sync::Arc<Outbox>>,
+    state: AppState,
+    connection: Connection,
+) -> CloseReason {
     let Connection { conn, room, client_id, slot: _slot, expires } = connection;
     let m = metrics();
     m.connections_opened.increment(1);
     m.connections_open.increment(1.0);
-    let reason = match Handler::start(socket, state, conn, room.clone(), client_id.clone()).await {
+    // Boxed, so that what only the start needs is freed once it is done.
+    let started =
+        Box::pin(Handler::start(socket, outbox, state, conn, room.clone(), client_id.clone()));
+    let reason = match started.await {
         Ok(mut handler) => {
             handler.deadlines.expires = expires;
             handler.run().await

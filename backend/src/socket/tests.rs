@@ -225,6 +225,38 @@ async fn over_the_rate_messages_are_dropped_and_a_flood_closes() {
     assert_eq!(close_code(frame), Some(1008));
 }
 
+/// Issue 16, defect 1: control frames got round the rate limit, so a
+/// client sending 1-byte pongs (or pings) as fast as it could was never
+/// closed. Each now counts against the message budget.
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_control_frames_is_closed_like_a_message_flood() {
+    let config = Config {
+        message_rate: 1,
+        message_burst: 2,
+        flood_close_after: Duration::from_secs(3),
+        ..quiet()
+    };
+    for control in [Message::Pong(vec![1].into()), Message::Ping(vec![1].into())] {
+        let state = state_with(config.clone(), MemoryLove::default());
+        let peer = connect(&state).await;
+        let start = Instant::now();
+        while !peer.task.is_finished() {
+            assert!(start.elapsed() < Duration::from_secs(20), "{control:?} flood never closed");
+            tokio::time::advance(Duration::from_millis(100)).await;
+            peer.send_frame(control.clone());
+            tokio::task::yield_now().await;
+        }
+        let flooded = start.elapsed();
+        assert!(
+            (Duration::from_secs(3)..Duration::from_millis(3_400)).contains(&flooded),
+            "closed after {flooded:?} of {control:?}"
+        );
+        let (frame, reason) = peer.closed().await;
+        assert_eq!(reason, CloseReason::Flood);
+        assert_eq!(close_code(frame), Some(1008));
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn violations_close_only_within_the_window() {
     let config = Config { max_violations: 3, violation_window: Duration::from_secs(10), ..quiet() };

@@ -24,8 +24,9 @@ pub enum Incoming {
     Binary,
     /// The answer to our ping.
     Pong,
-    /// Nothing for the handler (a ping, which tungstenite answers by itself).
-    Nothing,
+    /// A ping, which tungstenite answers by itself; it counts against the
+    /// connection's message budget.
+    Ping,
 }
 
 /// The connection's socket and the deadline its writes run under.
@@ -74,37 +75,57 @@ impl<S: Socket> Wire<S> {
     }
 
     /// Reads the next frame; the connection ends when the client closes, the
-    /// stream fails, or a message is over the size limit.
+    /// stream fails, a message is over the size limit, or the client breaks
+    /// RFC 6455.
     pub async fn recv(&mut self) -> Result<Incoming, CloseReason> {
         match self.socket.next().await {
-            None | Some(Ok(Message::Close(_))) => Err(CloseReason::ClientGone),
-            Some(Err(error)) if is_too_large(&error) => Err(CloseReason::TooLarge),
-            Some(Err(_)) => Err(CloseReason::ClientGone),
+            None => Err(CloseReason::ClientGone),
+            Some(Ok(Message::Close(_))) => Err(CloseReason::ClientClosed),
+            Some(Err(error)) => Err(read_failure(&error)),
             Some(Ok(Message::Text(text))) => Ok(Incoming::Text(text)),
             Some(Ok(Message::Binary(_))) => Ok(Incoming::Binary),
             Some(Ok(Message::Pong(_))) => Ok(Incoming::Pong),
-            Some(Ok(Message::Ping(_))) => Ok(Incoming::Nothing),
+            Some(Ok(Message::Ping(_))) => Ok(Incoming::Ping),
         }
     }
 
-    /// Sends the close frame `reason` calls for (best effort, briefly).
+    /// Sends the close frame `reason` calls for (best effort, briefly). A
+    /// client's own close is answered by tungstenite, which queued the echo
+    /// when it read the close: flushing completes the handshake, so a
+    /// well-behaved client sees its close acknowledged rather than 1006.
     pub async fn close(&mut self, reason: CloseReason) {
         if let Some((code, text)) = reason.close_frame() {
             let frame = CloseFrame { code, reason: Utf8Bytes::from_static(text) };
             let _ = timeout(CLOSE_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
+        } else if reason == CloseReason::ClientClosed {
+            let _ = timeout(CLOSE_TIMEOUT, self.socket.flush()).await;
         }
     }
 }
 
-/// Whether a read failed because the message or frame was over the limit.
-fn is_too_large(error: &axum::Error) -> bool {
+/// Whether a read failed on the connection's byte budget.
+fn is_read_flood(error: &std::io::Error) -> bool {
+    error.get_ref().is_some_and(|inner| inner.is::<super::upgrade::ReadFlood>())
+}
+
+/// Why a read failed: a message or frame over the limit, a broken rule of
+/// RFC 6455, bad UTF-8, or the connection itself.
+fn read_failure(error: &axum::Error) -> CloseReason {
     use std::error::Error as _;
+    use tungstenite::error::ProtocolError;
     let mut source = error.source();
     while let Some(e) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
-            return true;
+        match e.downcast_ref::<tungstenite::Error>() {
+            Some(tungstenite::Error::Capacity(_)) => return CloseReason::TooLarge,
+            Some(tungstenite::Error::Utf8(_)) => return CloseReason::BadUtf8,
+            Some(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                return CloseReason::ClientGone;
+            }
+            Some(tungstenite::Error::Protocol(_)) => return CloseReason::ProtocolViolation,
+            Some(tungstenite::Error::Io(io)) if is_read_flood(io) => return CloseReason::Flood,
+            Some(_) => return CloseReason::ClientGone,
+            None => source = e.source(),
         }
-        source = e.source();
     }
-    false
+    CloseReason::ClientGone
 }
