@@ -160,7 +160,7 @@ mod ui {
         view! {
             <main class="app">
                 <header class="top">
-                    <span class="brand">"heartsync"</span>
+                    <h1 class="brand">"heartsync"</h1>
                     <span class="room">{format!("#{room}")}</span>
                     <Status stats />
                     <LangToggle lang />

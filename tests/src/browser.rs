@@ -155,13 +155,28 @@ impl Browser {
     /// Like [`Browser::start`], with Chromium flags added to
     /// [`CHROMIUM_ARGS`] (`--lang=zh-CN`, `--force-prefers-reduced-motion`).
     pub async fn start_with(extra_args: &[&str]) -> Result<Self> {
+        Self::open(extra_args, None).await
+    }
+
+    /// Like [`Browser::start`], with a viewport of `width`×`height` CSS
+    /// pixels (Chromium's device emulation: a headless window cannot be
+    /// narrower than 500 pixels, a phone is).
+    pub async fn start_with_viewport(width: u32, height: u32) -> Result<Self> {
+        Self::open(&[], Some((width, height))).await
+    }
+
+    async fn open(extra_args: &[&str], viewport: Option<(u32, u32)>) -> Result<Self> {
         let driver = Driver::start().await?;
         let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let args = [CHROMIUM_ARGS, extra_args].concat();
+        let mut options = json!({ "binary": chromium, "args": args });
+        if let Some((width, height)) = viewport {
+            options["mobileEmulation"] =
+                json!({ "deviceMetrics": { "width": width, "height": height, "pixelRatio": 2 } });
+        }
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("browserName".into(), json!("chrome"));
-        capabilities
-            .insert("goog:chromeOptions".into(), json!({ "binary": chromium, "args": args }));
+        capabilities.insert("goog:chromeOptions".into(), options);
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let client = ClientBuilder::new(connector)
             .capabilities(capabilities)
@@ -264,30 +279,6 @@ impl Browser {
             Some(alpha) => Ok(u8::try_from(alpha).unwrap_or(u8::MAX)),
             None => bail!("could not read the canvas: {alpha}"),
         }
-    }
-
-    /// Sizes the window so that its viewport is `width`×`height` CSS
-    /// pixels (WebDriver sizes the whole window, frame included).
-    pub async fn set_size(&self, width: u32, height: u32) -> Result<()> {
-        let client = self.client()?;
-        let resize = |w: u32, h: u32| async move {
-            client
-                .set_window_size(w, h)
-                .await
-                .with_context(|| format!("could not size the window to {w}×{h}"))
-        };
-        resize(width, height).await?;
-        let frame = self
-            .eval(
-                "return [window.outerWidth - window.innerWidth,
-                         window.outerHeight - window.innerHeight];",
-            )
-            .await?;
-        let extra = |i: usize| frame[i].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
-        if extra(0) > 0 || extra(1) > 0 {
-            resize(width + extra(0), height + extra(1)).await?;
-        }
-        Ok(())
     }
 
     /// Presses and releases `key` (a WebDriver key code such as

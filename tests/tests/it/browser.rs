@@ -350,10 +350,11 @@ async fn axe_finds_nothing_serious_at_phone_and_desktop_sizes() {
         let axe = axe_source()?;
         let artifacts = artifacts_dir()?;
         let server = serve_page().await?;
-        let browser = Browser::start().await?;
         for (width, height) in SIZES {
-            browser.set_size(width, height).await?;
+            let browser = Browser::start_with_viewport(width, height).await?;
             browser.goto(&server.http_url("/")).await?;
+            let inner = js(&browser, "[window.innerWidth, window.innerHeight]").await?;
+            ensure!(inner == serde_json::json!([width, height]), "the viewport is {inner}");
             browser.wait_for_text("status", "connected", |text| text == "connected").await?;
             browser.wait_for_text("hearts", "counted", |text| text.parse::<u32>().is_ok()).await?;
             if width > 1000 {
@@ -378,8 +379,8 @@ async fn axe_finds_nothing_serious_at_phone_and_desktop_sizes() {
             std::fs::write(&path, png)
                 .with_context(|| format!("could not write {}", path.display()))?;
             report(&format!("browser: screenshot {}", path.display()));
+            browser.close().await?;
         }
-        browser.close().await?;
         server.shutdown().await
     })
     .await;
