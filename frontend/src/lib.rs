@@ -77,6 +77,8 @@ mod ui {
         let preferred: Vec<String> =
             window().navigator().languages().iter().filter_map(|tag| tag.as_string()).collect();
         let lang = RwSignal::new(Lang::pick(browser::load(LANG_KEY).as_deref(), &preferred));
+        // Passed to the components below as a prop, and in context for any
+        // that only needs the words (a toggle added later).
         provide_context(lang);
         // `<html lang>` and the title follow the language, so screen
         // readers pronounce the page right.
