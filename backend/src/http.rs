@@ -29,7 +29,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tower_http::classify::ServerErrorsFailureClass;
-use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -70,25 +69,24 @@ fn request_span(request: &axum::extract::Request) -> tracing::Span {
 pub fn router(state: AppState) -> Router {
     let static_dir = state.config.static_dir.clone();
     let index = static_dir.join("index.html");
-    // The page itself must be revalidated so a deploy is picked up; trunk
-    // gives its assets hashed names, so those may be cached.
+    // The page itself must be revalidated so a deploy is picked up.
     let page = || {
         tower::ServiceBuilder::new()
             .layer(SetResponseHeaderLayer::overriding(
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("no-cache"),
             ))
-            .service(ServeFile::new(&index))
+            .service(page_file(&index))
     };
-    // The page and its assets, gzipped for browsers that ask (the wasm
-    // bundle shrinks to less than half).
-    let assets = ServeDir::new(&static_dir);
+    // The page and its assets, compressed at build time (`cargo xtask
+    // build` writes a `.br` and a `.gz` beside each): a request costs a file
+    // read, never a compression.
+    let assets = ServeDir::new(&static_dir).precompressed_br().precompressed_gzip();
     let pages = Router::new()
         .route_service("/", page())
         .route_service("/index.html", page())
         .route("/r/{room}", get(room_page))
-        .fallback(move |request| serve_asset(assets.clone(), request))
-        .layer(CompressionLayer::new());
+        .fallback(move |request| serve_asset(assets.clone(), request));
     Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -121,13 +119,44 @@ fn log_failure(failure: ServerErrorsFailureClass, latency: Duration, _span: &tra
     }
 }
 
+/// `index.html`, served as its build-time `.br` or `.gz` to browsers that
+/// take one.
+fn page_file(index: &std::path::Path) -> ServeFile {
+    ServeFile::new(index).precompressed_br().precompressed_gzip()
+}
+
+/// How long a browser may keep an asset whose name carries its content's
+/// hash: for good, since new content gets a new name.
+const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+
+/// Whether the asset at `path` has trunk's content hash in its name
+/// (`frontend-0123456789abcdef_bg.wasm`), so it never changes under that
+/// name. The same rule as nginx's in `deploy/nginx/heartsync.conf`.
+fn is_hashed(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let stem = name.split_once('.').map_or(name, |(stem, _)| stem);
+    let stem = stem.strip_suffix("_bg").unwrap_or(stem);
+    stem.rsplit_once('-').is_some_and(|(base, hash)| {
+        !base.is_empty() && hash.len() >= 8 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
 /// A file of the static dir. A name the filesystem refuses (too long, a
 /// file used as a folder, a loop) is a 404 like a missing one: the client
 /// asked for something that is not there. Only a real fault (an unreadable
-/// disk) is a 500, logged by [`log_failure`].
+/// disk) is a 500, logged by [`log_failure`]. Hashed assets may be cached
+/// for good; everything else (the manifest, the icons) is revalidated.
 async fn serve_asset(mut assets: ServeDir, request: axum::extract::Request) -> Response {
+    let hashed = is_hashed(request.uri().path());
     match assets.try_call(request).await {
-        Ok(response) => response.into_response(),
+        Ok(response) => {
+            let mut response = response.into_response();
+            if response.status().is_success() {
+                let cache = if hashed { IMMUTABLE } else { HeaderValue::from_static("no-cache") };
+                response.headers_mut().insert(header::CACHE_CONTROL, cache);
+            }
+            response
+        }
         Err(error) if is_not_there(&error) => StatusCode::NOT_FOUND.into_response(),
         Err(error) => {
             tracing::warn!(%error, "cannot read a static file");
@@ -181,7 +210,7 @@ async fn room_page(
     request: axum::extract::Request,
 ) -> Response {
     let index = state.config.static_dir.join("index.html");
-    let mut response = match tower::ServiceExt::oneshot(ServeFile::new(index), request).await {
+    let mut response = match tower::ServiceExt::oneshot(page_file(&index), request).await {
         Ok(response) => response.into_response(),
         Err(infallible) => match infallible {},
     };
@@ -521,6 +550,27 @@ mod tests {
         let real = headers(&[("host", "backend:8080"), ("origin", "https://heartsync.example")]);
         assert!(check_origin(&config, &real).is_ok());
         assert!(check_origin(&config, &headers(&[("host", "x")])).is_ok());
+    }
+
+    #[test]
+    fn only_names_with_trunks_hash_are_immutable() {
+        for hashed in [
+            "/frontend-0123456789abcdef.js",
+            "/frontend-0123456789abcdef_bg.wasm",
+            "/a-deadbeef.css",
+        ] {
+            assert!(is_hashed(hashed), "{hashed}");
+        }
+        for plain in [
+            "/manifest.webmanifest",
+            "/icon-192.png",
+            "/heart.svg",
+            "/-0123456789.js",
+            "/a-xyz.js",
+            "/",
+        ] {
+            assert!(!is_hashed(plain), "{plain}");
+        }
     }
 
     #[test]

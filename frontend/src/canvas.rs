@@ -5,6 +5,10 @@
 //! async loop over gloo-render's animation frames; it ends when its future
 //! is dropped (the canvas component aborts it on cleanup), and with it the
 //! pending frame and the resize listener.
+//!
+//! For a person who asked for less motion (`prefers-reduced-motion`), the
+//! heart keeps its size and its beat shows as a gentle change of
+//! brightness, without the ripple or the small hearts.
 
 use crate::browser;
 use crate::heart::{self, Layout};
@@ -65,6 +69,10 @@ struct Painter {
     outline: Vec<(f64, f64)>,
     small: Vec<(f64, f64)>,
     particles: Particles,
+    /// The person prefers reduced motion: the heart brightens instead of
+    /// growing, and nothing flies (read each frame, so a change in the
+    /// system's setting takes effect at once).
+    still: Option<web_sys::MediaQueryList>,
     /// When (local ms) the previous frame was drawn.
     last: Option<f64>,
     frames: u64,
@@ -81,6 +89,8 @@ impl Painter {
             outline: heart::outline(OUTLINE_POINTS),
             small: heart::outline(SMALL_OUTLINE_POINTS),
             particles: Particles::default(),
+            still: web_sys::window()
+                .and_then(|w| w.match_media("(prefers-reduced-motion: reduce)").ok().flatten()),
             last: None,
             frames: 0,
         })
@@ -92,17 +102,22 @@ impl Painter {
         let dt = self.last.map_or(0.0, |last| (now - last) / 1000.0);
         self.last = Some(now);
         let mut random = browser::random;
-        if beat.bursts.0 > 0 {
+        let still = self.still.as_ref().is_some_and(web_sys::MediaQueryList::matches);
+        // With reduced motion the taps still count; they just do not fly.
+        if beat.bursts.0 > 0 && !still {
             self.particles.burst(clamp_u32(beat.bursts.0), Sender::Me, &mut random);
         }
-        if beat.bursts.1 > 0 {
+        if beat.bursts.1 > 0 && !still {
             self.particles.burst(clamp_u32(beat.bursts.1), Sender::Others, &mut random);
         }
         self.particles.step(dt);
         self.fit(resized);
-        self.draw(beat.phase);
+        let pulse = self.draw(beat.phase, still);
         self.frames += 1;
-        publish_state(&beat, self.frames);
+        if self.frames == 1 {
+            mark_first_heart();
+        }
+        publish_state(&beat, self.frames, still, pulse);
     }
 
     /// Sizes the backing store to the CSS size × devicePixelRatio, so the
@@ -120,7 +135,9 @@ impl Painter {
         self.canvas.set_height((height * dpr).round() as u32);
     }
 
-    fn draw(&self, phase: f64) {
+    /// Draws the heart at `phase`; `still` keeps its size and shows the beat
+    /// as brightness. Returns the heart's size relative to rest.
+    fn draw(&self, phase: f64, still: bool) -> f64 {
         let (width, height, dpr) = self.size;
         let c = &self.context;
         // Transforms are the only fallible-looking calls here and cannot fail
@@ -129,9 +146,10 @@ impl Painter {
         c.clear_rect(0.0, 0.0, width, height);
         let layout = Layout::fit(width, height);
         let envelope = heart::envelope(phase);
-        let scale = layout.unit * heart::pulse_scale(phase);
+        let pulse = if still { 1.0 } else { heart::pulse_scale(phase) };
+        let scale = layout.unit * pulse;
 
-        if let Some((radius, alpha)) = heart::ripple(phase) {
+        if let Some((radius, alpha)) = heart::ripple(phase).filter(|_| !still) {
             c.set_global_alpha(alpha);
             c.set_stroke_style_str("#ff4d7e");
             c.set_line_width(2.0);
@@ -178,6 +196,12 @@ impl Painter {
             c.set_fill_style_canvas_gradient(&gloss);
             c.fill_rect(layout.x - 1.5 * scale, layout.y - 1.5 * scale, 3.0 * scale, 3.0 * scale);
         }
+        if still {
+            // The beat as light: a soft white wash over the heart at the
+            // lub-dub's peaks, and nothing moving.
+            c.set_fill_style_str(&format!("rgba(255, 235, 242, {:.3})", 0.28 * envelope));
+            c.fill_rect(layout.x - 1.5 * scale, layout.y - 1.5 * scale, 3.0 * scale, 3.0 * scale);
+        }
         c.restore();
 
         for p in self.particles.iter() {
@@ -193,6 +217,7 @@ impl Painter {
             c.fill();
         }
         c.set_global_alpha(1.0);
+        pulse
     }
 }
 
@@ -223,13 +248,22 @@ fn clamp_u32(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// Marks the first drawn heart on the page's performance timeline
+/// (`heartsync:first-heart`), so a test reads how long after navigation
+/// the person saw it.
+fn mark_first_heart() {
+    if let Some(performance) = web_sys::window().and_then(|w| w.performance()) {
+        let _ = performance.mark("heartsync:first-heart");
+    }
+}
+
 /// Sets `window.__heartsync`: the state a browser test reads each frame.
-fn publish_state(beat: &Beat, frames: u64) {
+fn publish_state(beat: &Beat, frames: u64, still: bool, pulse: f64) {
     let Some(window) = web_sys::window() else {
         return;
     };
     let state = js_sys::Object::new();
-    let fields: [(&str, JsValue); 10] = [
+    let fields: [(&str, JsValue); 12] = [
         ("phase", beat.phase.into()),
         ("server_now", beat.server_now.into()),
         ("bpm", beat.bpm.into()),
@@ -241,6 +275,8 @@ fn publish_state(beat: &Beat, frames: u64) {
         ("love_total", (beat.love_total as f64).into()),
         ("love_sent", (beat.love_sent as f64).into()),
         ("love_acked", (beat.love_acked as f64).into()),
+        ("still", still.into()),
+        ("pulse", pulse.into()),
     ];
     for (key, value) in fields {
         let _ = js_sys::Reflect::set(&state, &key.into(), &value);

@@ -13,6 +13,9 @@
 //! - [`stored`]: what the page keeps in localStorage, under which keys.
 //! - [`history`]: the coherence strip's cells, colours and text alternative.
 //! - [`token`]: a private room's join token, from the share link's fragment.
+//! - [`i18n`]: every word of the page, in English and Chinese, and which
+//!   language a page speaks.
+//! - [`share`]: the room's link and its QR code (SVG).
 //!
 //! Browser modules (wasm32 only):
 //! - `page`: what the parts share: the session, the signals the components
@@ -25,7 +28,9 @@
 
 pub mod heart;
 pub mod history;
+pub mod i18n;
 pub mod particles;
+pub mod share;
 pub mod stored;
 pub mod token;
 
@@ -49,35 +54,59 @@ mod ui {
     use crate::browser;
     use crate::heart::{self, Layout};
     use crate::history::{self, History};
+    use crate::i18n::{LANG_KEY, Lang};
     use crate::page::{Command, LoveKeys, Page, Stats};
+    use crate::share;
     use crate::stored::{CLIENT_ID_KEY, love_acked_key, love_taps_key, parse_count};
     use crate::{canvas, connection, token};
     use futures::channel::mpsc;
     use futures::future::abortable;
     use gloo_events::EventListener;
+    use gloo_timers::callback::Interval;
     use leptos::prelude::*;
     use leptos::task::spawn_local;
     use send_wrapper::SendWrapper;
     use shared::client::{Heart, Love, RESTING_BPM, Session, address};
     use shared::{ClientId, RoomName};
-    use wasm_bindgen::JsCast;
+    use wasm_bindgen::{JsCast, JsValue};
 
-    /// The page: the room from the URL, or a note that the name is invalid.
+    /// How often (ms) the screen-reader summary of the counts may change:
+    /// often enough to follow the room, seldom enough not to talk over
+    /// everything else.
+    const SUMMARY_MS: u32 = 5_000;
+
+    /// The page: the room from the URL, or a note that the name is invalid,
+    /// in the language the person chose or their browser prefers.
     #[component]
     pub fn App() -> impl IntoView {
+        let preferred: Vec<String> =
+            window().navigator().languages().iter().filter_map(|tag| tag.as_string()).collect();
+        let lang = RwSignal::new(Lang::pick(browser::load(LANG_KEY).as_deref(), &preferred));
+        // Passed to the components below as a prop, and in context for any
+        // that only needs the words (a toggle added later).
+        provide_context(lang);
+        // `<html lang>` and the title follow the language, so screen
+        // readers pronounce the page right.
+        Effect::new(move |_| {
+            let lang = lang.get();
+            if let Some(root) = document().document_element() {
+                let _ = root.set_attribute("lang", lang.tag());
+            }
+            document().set_title(lang.text().title);
+        });
         let path = window().location().pathname().unwrap_or_default();
         match address::room_from_path(&path) {
-            Ok(room) => view! { <Room room /> }.into_any(),
-            Err(problem) => view! { <BadRoom problem /> }.into_any(),
+            Ok(room) => view! { <Room room lang /> }.into_any(),
+            Err(problem) => view! { <BadRoom problem lang /> }.into_any(),
         }
     }
 
     #[component]
-    fn BadRoom(problem: String) -> impl IntoView {
+    fn BadRoom(problem: String, lang: RwSignal<Lang>) -> impl IntoView {
         view! {
             <main class="app">
                 <p class="notice">{problem}</p>
-                <p class="notice"><a href="/">"Open the main room"</a></p>
+                <p class="notice"><a href="/">{move || lang.get().text().open_main}</a></p>
             </main>
         }
     }
@@ -94,7 +123,7 @@ mod ui {
 
     /// One room: connects, draws, shows the numbers, takes love.
     #[component]
-    fn Room(room: RoomName) -> impl IntoView {
+    fn Room(room: RoomName, lang: RwSignal<Lang>) -> impl IntoView {
         let keys = LoveKeys { taps: love_taps_key(&room), acked: love_acked_key(&room) };
         let love = Love::new(
             parse_count(browser::load(&keys.taps).as_deref()),
@@ -102,7 +131,7 @@ mod ui {
         );
         let heart = Heart::new(browser::random(), RESTING_BPM, browser::now());
         let (commands, commands_rx) = mpsc::unbounded();
-        let page = Page::new(Session::new(heart, love), keys, commands);
+        let page = Page::new(Session::new(heart, love), keys, commands, lang);
         provide_context(page.clone());
 
         let location = window().location();
@@ -119,25 +148,49 @@ mod ui {
 
         let listeners = SendWrapper::new(listen(&page));
         let stats = page.stats;
+        let summary = RwSignal::new(String::new());
+        let summarize = SendWrapper::new(Interval::new(SUMMARY_MS, move || {
+            let text = lang.get_untracked().text().summary(
+                stats.hearts.get_untracked(),
+                stats.coherence_percent.get_untracked(),
+                stats.love.get_untracked(),
+            );
+            if summary.with_untracked(|shown| *shown != text) {
+                summary.set(text);
+            }
+        }));
         on_cleanup(move || {
             drop(listeners.take());
+            drop(summarize.take());
             // Ends the connection loop, which closes its socket.
             page.stop();
         });
+        let origin = window().location().origin().unwrap_or_default();
+        let link = share::room_link(&origin, &room);
 
         view! {
             <main class="app">
                 <header class="top">
-                    <span class="brand">"heartsync"</span>
+                    <h1 class="brand">"heartsync"</h1>
                     <span class="room">{format!("#{room}")}</span>
                     <Status stats />
+                    <LangToggle lang />
                 </header>
-                <HeartCanvas />
+                <HeartCanvas lang />
                 <HistoryStrip room=room.clone() join_token />
                 <footer class="bottom">
-                    <Numbers stats />
-                    <LoveButton />
+                    <Numbers stats lang />
+                    <LoveButton lang />
+                    <Share link lang />
                 </footer>
+                // What a screen reader hears: the connection's state when it
+                // changes, and the counts at most every `SUMMARY_MS`.
+                <p class="sr-only" role="status" data-testid="link-state">
+                    {move || lang.get().text().link_state(&stats.link.get())}
+                </p>
+                <p class="sr-only" aria-live="polite" data-testid="summary">
+                    {move || summary.get()}
+                </p>
             </main>
         }
     }
@@ -214,6 +267,120 @@ mod ui {
         History::parse(&response.text().await.ok()?).ok()
     }
 
+    /// Switches between English and Chinese, and remembers the choice.
+    #[component]
+    fn LangToggle(lang: RwSignal<Lang>) -> impl IntoView {
+        let page = use_context::<Page>();
+        let switch = move |_| {
+            let next = lang.get_untracked().other();
+            lang.set(next);
+            browser::save(LANG_KEY, next.tag());
+            if let Some(page) = &page {
+                // The status line is made in the language, not translated.
+                page.show(browser::now());
+            }
+        };
+        view! {
+            <button
+                class="chip"
+                data-testid="lang"
+                lang=move || lang.get().other().tag()
+                aria-label=move || lang.get().text().switch_label
+                on:click=switch
+            >
+                {move || lang.get().text().switch_to}
+            </button>
+        }
+    }
+
+    /// The share button (the Web Share sheet where the browser has one,
+    /// else the link to the clipboard) and the room link's QR code.
+    #[component]
+    fn Share(link: String, lang: RwSignal<Lang>) -> impl IntoView {
+        let copied = RwSignal::new(false);
+        let open = RwSignal::new(false);
+        // Drawn the first time it is shown, not before the first heart.
+        let qr = StoredValue::new(None::<String>);
+        let shared_link = link.clone();
+        let on_share = move |_| {
+            let link = shared_link.clone();
+            let title = lang.get_untracked().text().title;
+            spawn_local(async move {
+                match share_or_copy(&link, title).await {
+                    Ok(Shared::Sheet) => {}
+                    Ok(Shared::Copied) => copied.set(true),
+                    // No share sheet and no clipboard: show the link and
+                    // its code, to copy or scan by hand.
+                    Err(_) => open.set(true),
+                }
+            });
+        };
+        let qr_link = link.clone();
+        let svg = move || {
+            if qr.with_value(Option::is_none) {
+                let drawn = share::qr_svg(&qr_link).unwrap_or_default();
+                qr.set_value(Some(drawn));
+            }
+            qr.with_value(|svg| svg.clone().unwrap_or_default())
+        };
+        view! {
+            <div class="tools">
+                <button class="chip" data-testid="share" on:click=on_share>
+                    {move || {
+                        let text = lang.get().text();
+                        if copied.get() { text.copied } else { text.share }
+                    }}
+                </button>
+                <button
+                    class="chip"
+                    data-testid="qr-button"
+                    aria-expanded=move || open.get().to_string()
+                    aria-controls="qr"
+                    on:click=move |_| open.update(|open| *open = !*open)
+                >
+                    {move || lang.get().text().show_qr}
+                </button>
+            </div>
+            <Show when=move || open.get()>
+                <div class="qr-panel" id="qr">
+                    <div
+                        class="qr"
+                        data-testid="qr"
+                        role="img"
+                        aria-label=move || lang.get().text().qr_label
+                        inner_html=svg()
+                    ></div>
+                    <p class="qr-hint">{move || lang.get().text().qr_hint}</p>
+                    <a class="qr-link" data-testid="room-link" href=link.clone()>{link.clone()}</a>
+                </div>
+            </Show>
+        }
+    }
+
+    /// How a link was shared.
+    enum Shared {
+        /// Through the browser's share sheet.
+        Sheet,
+        /// Onto the clipboard.
+        Copied,
+    }
+
+    /// Shares `link` through the Web Share API where the browser has it,
+    /// else copies it to the clipboard. An error when neither works (or the
+    /// person closed the share sheet).
+    async fn share_or_copy(link: &str, title: &str) -> Result<Shared, JsValue> {
+        let navigator = window().navigator();
+        if js_sys::Reflect::has(&navigator, &JsValue::from_str("share")).unwrap_or(false) {
+            let data = web_sys::ShareData::new();
+            data.set_url(link);
+            data.set_title(title);
+            wasm_bindgen_futures::JsFuture::from(navigator.share_with_data(&data)).await?;
+            return Ok(Shared::Sheet);
+        }
+        wasm_bindgen_futures::JsFuture::from(navigator.clipboard().write_text(link)).await?;
+        Ok(Shared::Copied)
+    }
+
     /// The page's listeners: `l` or space sends love, and the connection
     /// hears when the network comes back and when the tab is looked at again.
     fn listen(page: &Page) -> Vec<EventListener> {
@@ -261,14 +428,22 @@ mod ui {
         page.tap();
     }
 
+    /// The visible status line. Screen readers hear the state from the
+    /// room's `link-state` region instead, without the countdown.
     #[component]
     fn Status(stats: Stats) -> impl IntoView {
+        let state = move || match stats.link.get() {
+            shared::client::Link::Connecting => "connecting",
+            shared::client::Link::Connected => "connected",
+            shared::client::Link::Waiting { .. } => "waiting",
+        };
         view! {
             <span
                 class="status"
                 class:online=move || stats.connected.get()
                 data-testid="status"
-                role="status"
+                data-state=state
+                aria-hidden="true"
             >
                 {move || stats.status.get()}
             </span>
@@ -278,7 +453,7 @@ mod ui {
     /// The heart's canvas, drawn every animation frame while it is mounted;
     /// a tap on the heart sends love.
     #[component]
-    fn HeartCanvas() -> impl IntoView {
+    fn HeartCanvas(lang: RwSignal<Lang>) -> impl IntoView {
         let canvas = NodeRef::<leptos::html::Canvas>::new();
         let page = use_context::<Page>();
         if let Some(page) = page.clone() {
@@ -317,24 +492,25 @@ mod ui {
                     id="heart"
                     node_ref=canvas
                     on:pointerdown=on_pointer
-                    aria-label="A beating heart; tap it to send love"
+                    role="img"
+                    aria-label=move || lang.get().text().canvas_label
                 ></canvas>
             </div>
         }
     }
 
     #[component]
-    fn Numbers(stats: Stats) -> impl IntoView {
+    fn Numbers(stats: Stats, lang: RwSignal<Lang>) -> impl IntoView {
         let hearts =
             move || stats.hearts.get().map_or_else(|| String::from("–"), |h| h.to_string());
         view! {
             <dl class="numbers">
                 <div class="number">
-                    <dt>"hearts"</dt>
+                    <dt>{move || lang.get().text().hearts}</dt>
                     <dd data-testid="hearts">{hearts}</dd>
                 </div>
                 <div class="number">
-                    <dt>"in sync"</dt>
+                    <dt>{move || lang.get().text().in_sync}</dt>
                     <dd>
                         <span data-testid="coherence">{move || format!("{}%", stats.coherence_percent.get())}</span>
                         <span class="bar">
@@ -346,7 +522,7 @@ mod ui {
                     </dd>
                 </div>
                 <div class="number">
-                    <dt>"love"</dt>
+                    <dt>{move || lang.get().text().love}</dt>
                     <dd data-testid="love">{move || stats.love.get()}</dd>
                 </div>
             </dl>
@@ -354,20 +530,20 @@ mod ui {
     }
 
     #[component]
-    fn LoveButton() -> impl IntoView {
+    fn LoveButton(lang: RwSignal<Lang>) -> impl IntoView {
         let page = use_context::<Page>();
         view! {
             <button
                 class="love"
                 data-testid="love-button"
-                title="send love (l or space)"
+                title=move || lang.get().text().send_love_hint
                 on:click=move |_| {
                     if let Some(page) = &page {
                         page.tap();
                     }
                 }
             >
-                "♥ send love"
+                {move || lang.get().text().send_love}
             </button>
         }
     }

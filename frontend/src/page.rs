@@ -4,9 +4,10 @@
 //! to tell the connection loop that something happened.
 
 use crate::browser;
+use crate::i18n::Lang;
 use futures::channel::mpsc::UnboundedSender;
 use leptos::prelude::*;
-use shared::client::{RoomView, Session};
+use shared::client::{Link, RoomView, Session};
 
 /// What the page tells its connection loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,20 +30,27 @@ pub struct Stats {
     pub coherence_percent: RwSignal<u32>,
     /// The love total to show.
     pub love: RwSignal<u64>,
-    /// The status line.
+    /// The status line, in the page's language.
     pub status: RwSignal<String>,
     /// Whether the server has welcomed the page.
     pub connected: RwSignal<bool>,
+    /// Where the connection stands: what a screen reader is told when it
+    /// changes (the status line's countdown changes every second).
+    pub link: RwSignal<Link>,
+    /// The language the page speaks; the status line follows it.
+    pub lang: RwSignal<Lang>,
 }
 
 impl Stats {
-    fn new() -> Self {
+    fn new(lang: RwSignal<Lang>) -> Self {
         Self {
             hearts: RwSignal::new(None),
             coherence_percent: RwSignal::new(0),
             love: RwSignal::new(0),
-            status: RwSignal::new(String::from("connecting…")),
+            status: RwSignal::new(lang.get_untracked().text().connecting.to_owned()),
             connected: RwSignal::new(false),
+            link: RwSignal::new(Link::Connecting),
+            lang,
         }
     }
 
@@ -52,8 +60,9 @@ impl Stats {
         let coherence = view.room.map_or(0.0, |room| room.coherence);
         change(self.coherence_percent, (coherence * 100.0).round() as u32);
         change(self.love, view.love_shown);
-        change(self.status, view.link.label(now));
+        change(self.status, self.lang.get_untracked().text().status(&view.link, now));
         change(self.connected, view.link.is_connected());
+        change(self.link, view.link.clone());
     }
 }
 
@@ -111,9 +120,15 @@ pub struct Page {
 }
 
 impl Page {
-    /// Shares `session`, owned by the current reactive owner.
-    pub fn new(session: Session, keys: LoveKeys, commands: UnboundedSender<Command>) -> Self {
-        Self { session: StoredValue::new_local(session), stats: Stats::new(), keys, commands }
+    /// Shares `session`, owned by the current reactive owner, showing
+    /// its state in `lang`.
+    pub fn new(
+        session: Session,
+        keys: LoveKeys,
+        commands: UnboundedSender<Command>,
+        lang: RwSignal<Lang>,
+    ) -> Self {
+        Self { session: StoredValue::new_local(session), stats: Stats::new(lang), keys, commands }
     }
 
     /// Runs `f` on the session, or returns `None` once the room component

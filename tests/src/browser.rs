@@ -150,14 +150,34 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and opens a Chromium session.
     pub async fn start() -> Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`Browser::start`], with Chromium flags added to
+    /// [`CHROMIUM_ARGS`] (`--lang=zh-CN`, `--force-prefers-reduced-motion`).
+    pub async fn start_with(extra_args: &[&str]) -> Result<Self> {
+        Self::open(extra_args, None).await
+    }
+
+    /// Like [`Browser::start`], with a viewport of `width`×`height` CSS
+    /// pixels (Chromium's device emulation: a headless window cannot be
+    /// narrower than 500 pixels, a phone is).
+    pub async fn start_with_viewport(width: u32, height: u32) -> Result<Self> {
+        Self::open(&[], Some((width, height))).await
+    }
+
+    async fn open(extra_args: &[&str], viewport: Option<(u32, u32)>) -> Result<Self> {
         let driver = Driver::start().await?;
         let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let args = [CHROMIUM_ARGS, extra_args].concat();
+        let mut options = json!({ "binary": chromium, "args": args });
+        if let Some((width, height)) = viewport {
+            options["mobileEmulation"] =
+                json!({ "deviceMetrics": { "width": width, "height": height, "pixelRatio": 2 } });
+        }
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("browserName".into(), json!("chrome"));
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({ "binary": chromium, "args": CHROMIUM_ARGS }),
-        );
+        capabilities.insert("goog:chromeOptions".into(), options);
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let client = ClientBuilder::new(connector)
             .capabilities(capabilities)
@@ -259,6 +279,62 @@ impl Browser {
         match alpha.as_u64() {
             Some(alpha) => Ok(u8::try_from(alpha).unwrap_or(u8::MAX)),
             None => bail!("could not read the canvas: {alpha}"),
+        }
+    }
+
+    /// Presses and releases `key` (a WebDriver key code such as
+    /// `fantoccini::key::Key::Tab`'s) on whatever has the focus.
+    pub async fn press(&self, key: char) -> Result<()> {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let keys = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: key })
+            .then(KeyAction::Up { value: key });
+        self.client()?.perform_actions(keys).await.context("could not press a key")
+    }
+
+    /// A PNG of the viewport.
+    pub async fn screenshot(&self) -> Result<Vec<u8>> {
+        self.client()?.screenshot().await.context("could not take a screenshot")
+    }
+
+    /// Reloads the page and waits for it to load.
+    pub async fn reload(&self) -> Result<()> {
+        self.client()?.refresh().await.context("could not reload the page")
+    }
+
+    /// Runs axe-core (`axe_source`, the text of `axe.min.js`) on the page and
+    /// returns its violations: `{id, impact, help, targets}` each.
+    pub async fn axe(&self, axe_source: &str) -> Result<Vec<Value>> {
+        let client = self.client()?;
+        client
+            .execute(
+                "if (!window.axe) {
+                   const script = document.createElement('script');
+                   script.textContent = arguments[0];
+                   document.head.appendChild(script);
+                 }
+                 return typeof window.axe;",
+                vec![json!(axe_source)],
+            )
+            .await
+            .context("could not inject axe-core")?;
+        // WebDriver waits for a returned promise.
+        let found = client
+            .execute(
+                "return axe.run(document, { resultTypes: ['violations'] }).then(result =>
+                   result.violations.map(v => ({
+                     id: v.id,
+                     impact: v.impact,
+                     help: v.help,
+                     targets: v.nodes.slice(0, 3).map(n => n.target.join(' ')),
+                   })));",
+                Vec::new(),
+            )
+            .await
+            .context("axe.run failed")?;
+        match found {
+            Value::Array(violations) => Ok(violations),
+            other => bail!("axe.run returned {other}"),
         }
     }
 

@@ -30,6 +30,10 @@ const TRUNK_VERSION: &str = "0.21.14";
 /// The major version of npm's `binaryen`, whose `wasm-opt` trunk runs.
 const BINARYEN_VERSION: &str = "132";
 
+/// The version of npm's axe-core the browser tests inject into the page to
+/// check its accessibility.
+const AXE_VERSION: &str = "4.14.1";
+
 /// The supply-chain checkers `ci` runs, pinned: crate (and program) and
 /// version. Installing both takes about 25 minutes on 2 busy cores
 /// (cargo-deny alone about 20), once.
@@ -224,6 +228,30 @@ pub fn test_tools() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Installs npm's axe-core (pinned) outside the clone unless that version
+/// is there, and returns the path of its `axe.min.js`.
+pub fn axe_core() -> Result<PathBuf> {
+    let dir = tools_dir()?.join("axe");
+    let package = dir.join("node_modules/axe-core");
+    let script = package.join("axe.min.js");
+    let installed = fs::read_to_string(package.join("package.json"))
+        .is_ok_and(|json| json.contains(&format!("\"version\": \"{AXE_VERSION}\"")));
+    if installed && script.is_file() {
+        println!("ok: axe-core {AXE_VERSION} ({})", script.display());
+        return Ok(script);
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    run(Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&dir)
+        .arg(format!("axe-core@{AXE_VERSION}")))
+    .context("npm is needed to install axe-core for the accessibility tests")?;
+    if !script.is_file() {
+        bail!("installed axe-core@{AXE_VERSION}, but {} is missing", script.display());
+    }
+    Ok(script)
 }
 
 /// The PyPI linters `cargo xtask ci` runs on deploy/: hadolint (the

@@ -11,6 +11,8 @@
 //! - `main.rs`: the commands and the workspace they act on.
 //! - `install.rs`: finding and installing the tools (Rust targets, trunk,
 //!   wasm-bindgen, wasm-opt, and the Debian packages the tests need).
+//! - `dist.rs`: what `build` adds to trunk's dist/: the PNG icons and the
+//!   Brotli and gzip copies the server sends as they are.
 //! - `process.rs`: running programs and timing steps.
 //! - `cluster.rs`: `cluster`, deploy/'s topology as local processes.
 //! - `deploy.rs`: the deploy linters (hadolint, kubernetes-validate,
@@ -18,6 +20,7 @@
 
 mod cluster;
 mod deploy;
+mod dist;
 mod install;
 mod process;
 
@@ -40,6 +43,8 @@ commands:
                     --test, also the browser and services the tests need)
   build             install build tools, build dist/ with trunk and the
                     release server binary
+  dist              install build tools and build dist/ only (the page,
+                    its icons and its compressed copies)
   run [-- args...]  build, then serve dist/ on http://127.0.0.1:8080
                     (args go to the heartsync binary)
   test [args...]    install build and test tools, build dist/, run
@@ -88,6 +93,10 @@ fn dispatch(args: &[String]) -> Result<()> {
             _ => bail!("`install` takes only `--test`, not {rest:?}"),
         },
         "build" => build(&workspace, &mut steps),
+        "dist" => {
+            install_build_tools(&workspace, &mut steps)?;
+            build_dist(&workspace, &mut steps)
+        }
         "run" => serve(&workspace, &mut steps, strip_separator(rest)),
         "test" => test(&workspace, &mut steps, rest),
         "contract" => {
@@ -203,11 +212,13 @@ fn install_check_tools(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
 }
 
 fn install_test_tools(steps: &mut Steps) -> Result<()> {
-    steps.run("install browser and services for tests", install::test_tools)
+    steps.run("install browser and services for tests", install::test_tools)?;
+    steps.run("install axe-core (npm)", || install::axe_core().map(drop))
 }
 
 /// Builds `dist/` (the page, by trunk: the wasm32 release build of the
-/// frontend) and nothing else.
+/// frontend; then its PNG icons and its compressed copies) and nothing
+/// else.
 fn build_dist(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
     steps.run("trunk build --release", || {
         let dist = workspace.dist();
@@ -222,7 +233,9 @@ fn build_dist(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
             bail!("trunk finished but {} has no index.html", dist.display());
         }
         Ok(())
-    })
+    })?;
+    steps.run("icons (PNG from icon.svg)", || dist::icons(&workspace.dist()))?;
+    steps.run("precompress dist/ (Brotli, gzip)", || dist::precompress(&workspace.dist()))
 }
 
 fn build(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
@@ -400,7 +413,8 @@ fn cargo_test(workspace: &Workspace, steps: &mut Steps, args: &[String]) -> Resu
         .args((!names_packages).then_some("--workspace"))
         .args(args)
         .env("HEARTSYNC_DIST", workspace.dist())
-        .env("CHROMEDRIVER", &chromedriver);
+        .env("CHROMEDRIVER", &chromedriver)
+        .env("AXE_CORE", install::axe_core()?);
     steps.run("cargo test --workspace", || run(&mut command))
 }
 

@@ -2,6 +2,7 @@
 
 mod api;
 mod browser;
+mod budget;
 mod consensus;
 mod deploy;
 mod hostile;
