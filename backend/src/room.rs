@@ -11,6 +11,8 @@
 //! broadcast never waits on any socket.
 
 use crate::clock::now_ms;
+use crate::cluster::Cluster;
+use crate::cluster::room::{ClusterEvent, ClusterRoom};
 use crate::love::LoveStore;
 use crate::metrics::metrics;
 use axum::extract::ws::Utf8Bytes;
@@ -100,6 +102,9 @@ struct Room {
     timing: RoomTiming,
     /// This room's share of the server-wide gauges.
     gauges: RoomGauges,
+    /// With `--redis-url`: the room on the other instances. Its ticks then
+    /// replace the local interval, and its combine the local consensus.
+    cluster: Option<ClusterRoom>,
 }
 
 /// What this room last added to the server-wide hearts and voters gauges,
@@ -134,11 +139,14 @@ pub fn spawn(
     timing: RoomTiming,
     tracker: &tokio_util::task::TaskTracker,
     love: LoveStore,
+    cluster: Option<Cluster>,
 ) -> RoomHandle {
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE);
+    let cluster = cluster.map(|c| ClusterRoom::new(c.join_room(&name), timing.tick, now_ms()));
     let first = Consensus {
-        seq: 0,
+        // Clustered, seq is the tick number, the same on every instance.
+        seq: cluster.as_ref().map_or(0, ClusterRoom::current_tick),
         at: now_ms(),
         phase: 0.0,
         bpm: RESTING_BPM,
@@ -148,7 +156,13 @@ pub fn spawn(
         love: 0,
     };
     let (consensus_tx, consensus_rx) = watch::channel(ConsensusFrame::new(first, Instant::now()));
-    let room = Room { members: HashMap::new(), last: first, timing, gauges: RoomGauges::default() };
+    let room = Room {
+        members: HashMap::new(),
+        last: first,
+        timing,
+        gauges: RoomGauges::default(),
+        cluster,
+    };
     tracker.spawn(async move {
         tracing::debug!(room = %name, "room opened");
         metrics().rooms_active.increment(1.0);
@@ -187,7 +201,12 @@ impl Room {
                         // The newcomer gets the room as of now without waiting a
                         // tick, under the last seq so it sees no gap.
                         let now = Instant::now();
-                        let fresh = self.compute(now_ms(), now, self.last.seq);
+                        // Clustered, every seq must read the same on every
+                        // instance: the newcomer gets the last one as broadcast.
+                        let fresh = match self.cluster {
+                            Some(_) => self.last,
+                            None => self.compute(now_ms(), now, self.last.seq),
+                        };
                         let _ = reply.send(ConsensusFrame::new(fresh, now));
                     }
                     Some(Control::Leave { conn }) => {
@@ -205,7 +224,29 @@ impl Room {
                         *slot = Some(report);
                     }
                 }
-                _ = ticks.tick() => {
+                event = next_cluster_event(&mut self.cluster) => match event {
+                    ClusterEvent::Partial(partial) => {
+                        if let Some(cluster) = &mut self.cluster {
+                            cluster.receive(partial);
+                        }
+                    }
+                    ClusterEvent::Tick(k) => {
+                        let ticked = Instant::now();
+                        if let Some(cluster) = &mut self.cluster {
+                            let votes = self.members.values().flatten();
+                            let (next, local_voters) = cluster.tick(
+                                k, votes, self.members.len(), &self.last, ticked, self.timing.vote_ttl,
+                            );
+                            // The gauges count this instance's own hearts.
+                            let hearts = u32::try_from(self.members.len()).unwrap_or(u32::MAX);
+                            self.gauges.update(&Consensus { hearts, voters: local_voters, ..next });
+                            self.last = next;
+                            consensus.send_replace(ConsensusFrame::new(next, ticked));
+                            metrics().tick_duration.record(ticked.elapsed().as_secs_f64());
+                        }
+                    }
+                },
+                _ = ticks.tick(), if self.cluster.is_none() => {
                     let ticked = Instant::now();
                     let next = self.compute(now_ms(), ticked, self.last.seq + 1);
                     self.gauges.update(&next);
@@ -222,6 +263,14 @@ impl Room {
     fn compute(&self, at_ms: f64, now: Instant, seq: u64) -> Consensus {
         let votes = self.members.values().flatten();
         consensus_of(votes, self.members.len(), &self.last, at_ms, now, self.timing.vote_ttl, seq)
+    }
+}
+
+/// The next event of a clustered room; never, for a room on its own.
+async fn next_cluster_event(cluster: &mut Option<ClusterRoom>) -> ClusterEvent {
+    match cluster {
+        Some(cluster) => cluster.next_event(now_ms()).await,
+        None => std::future::pending().await,
     }
 }
 

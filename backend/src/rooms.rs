@@ -5,6 +5,7 @@
 //! removed exactly when its last member leaves and a later join starts a new
 //! one.
 
+use crate::cluster::Cluster;
 use crate::love::LoveStore;
 use crate::room::{self, ConnId, ConsensusFrame, Control, RoomHandle, RoomTiming};
 use shared::RoomName;
@@ -24,6 +25,8 @@ struct Registry {
     timing: RoomTiming,
     tracker: TaskTracker,
     love: LoveStore,
+    /// The other instances, with `--redis-url`.
+    cluster: Option<Cluster>,
 }
 
 /// One connection's place in a room; leaving happens on drop.
@@ -47,8 +50,19 @@ pub struct RoomGone;
 
 impl Rooms {
     /// An empty registry whose rooms tick with `timing` and run on `tracker`.
-    pub fn new(timing: RoomTiming, tracker: TaskTracker, love: LoveStore) -> Self {
-        Self(Arc::new(Registry { open: Mutex::new(HashMap::new()), timing, tracker, love }))
+    pub fn new(
+        timing: RoomTiming,
+        tracker: TaskTracker,
+        love: LoveStore,
+        cluster: Option<Cluster>,
+    ) -> Self {
+        Self(Arc::new(Registry {
+            open: Mutex::new(HashMap::new()),
+            timing,
+            tracker,
+            love,
+            cluster,
+        }))
     }
 
     /// How many rooms are open.
@@ -78,7 +92,9 @@ impl Rooms {
         let handle = {
             let mut open = self.lock();
             let entry = open.entry(name.clone()).or_insert_with(|| {
-                (room::spawn(name.clone(), self.0.timing, &self.0.tracker, self.0.love.clone()), 0)
+                let love = self.0.love.clone();
+                let cluster = self.0.cluster.clone();
+                (room::spawn(name.clone(), self.0.timing, &self.0.tracker, love, cluster), 0)
             });
             entry.1 += 1;
             entry.0.clone()

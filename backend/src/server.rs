@@ -5,9 +5,7 @@
 //! connection gets `--header-timeout` to send its request headers, and
 //! shutdown waits for every WebSocket to be closed (spread over `--drain`).
 
-use crate::love::{LoveStore, sqlite::SqliteLove};
 use crate::{AppState, Config, app};
-use anyhow::Context;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -34,11 +32,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
-    let store = SqliteLove::open(&config.data_dir)
-        .with_context(|| format!("cannot open the love store in {}", config.data_dir.display()))?;
-    let state = AppState::new(config, LoveStore::start(store));
+    let (love, cluster) = crate::open_storage(&config).await?;
+    let state = AppState::clustered(config, love, cluster);
     let router = app(state.clone());
     let header_timeout = state.config.header_timeout;
     let drain = state.config.drain;

@@ -2,6 +2,7 @@
 //! server on a free port, talk protocol v1 to it over real sockets.
 
 pub mod browser;
+pub mod cluster;
 
 use anyhow::{Context, bail};
 use backend::Config;

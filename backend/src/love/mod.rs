@@ -8,9 +8,10 @@
 //! of taps costs one fsync, not one each, and an idle server acks at once.
 //!
 //! [`LoveBackend`] is the small trait a storage engine implements; SQLite
-//! ([`sqlite`]) is the embedded default, and a shared store for several
-//! instances can take its place.
+//! ([`sqlite`]) is the embedded default, and Redis ([`redis`]) the shared
+//! store of several instances (`--redis-url`).
 
+pub mod redis;
 pub mod sqlite;
 
 use shared::protocol::MAX_LOVE_STEP;
@@ -61,6 +62,9 @@ pub enum StoreError {
     /// The database refused or failed.
     #[error("love store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Redis refused or failed (`--redis-url`).
+    #[error("love store: {0}")]
+    Redis(#[from] ::redis::RedisError),
     /// The data on disk is from a newer version or otherwise unusable.
     #[error("love store: {0}")]
     Incompatible(String),

@@ -1,11 +1,12 @@
 //! Love taps: acknowledged only when durable, counted exactly once.
 
+use backend::Config;
 use shared::{ClientMessage, ErrorCode, LoveAck, ServerMessage};
 use std::time::Duration;
 use tests::{Client, ServerProcess, TestServer};
 
 /// Sends love `seq` and returns the ack, skipping ticks.
-async fn love(client: &mut Client, seq: u64) -> anyhow::Result<LoveAck> {
+pub(crate) async fn love(client: &mut Client, seq: u64) -> anyhow::Result<LoveAck> {
     client.send(&ClientMessage::Love { seq }).await;
     loop {
         match client.next().await? {
@@ -18,7 +19,17 @@ async fn love(client: &mut Client, seq: u64) -> anyhow::Result<LoveAck> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn taps_are_acknowledged_in_order_and_replays_count_nothing() {
-    let server = TestServer::start_with(|c| c.tick = Duration::from_millis(50)).await;
+    ordered_acks_and_replays(|_| {}).await;
+}
+
+/// The ordered-acks test on the love store `backend` chooses (the Redis
+/// variant is in `cluster.rs`).
+pub(crate) async fn ordered_acks_and_replays(backend: impl FnOnce(&mut Config)) {
+    let server = TestServer::start_with(|c| {
+        c.tick = Duration::from_millis(50);
+        backend(c);
+    })
+    .await;
     let (mut a, _, _) = server.join("/ws/valentine?client_id=client-aaaa").await;
     let (mut b, _, _) = server.join("/ws/valentine?client_id=client-bbbb").await;
     assert_eq!(love(&mut a, 1).await.unwrap(), LoveAck { seq: 1, total: 1 });
@@ -42,7 +53,13 @@ async fn taps_are_acknowledged_in_order_and_replays_count_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_tappers_with_replays_add_exactly_what_they_tapped() {
+    concurrent_tappers_and_separate_rooms(|_| {}).await;
+}
+
+/// The concurrent-tappers test on the love store `backend` chooses.
+pub(crate) async fn concurrent_tappers_and_separate_rooms(backend: impl FnOnce(&mut Config)) {
     let server = TestServer::start_with(|c| {
+        backend(c);
         c.tick = Duration::from_millis(50);
         // Each tapper sends up to 46 messages at once; this test is about
         // counting, not the rate limit.

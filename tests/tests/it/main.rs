@@ -1,6 +1,7 @@
 //! heartsync's integration tests: one binary, one module per behaviour family.
 
 mod browser;
+mod cluster;
 mod consensus;
 mod deploy;
 mod limits;
