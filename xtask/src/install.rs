@@ -36,6 +36,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
     ("redis-server", "redis-server"),
+    ("nginx", "nginx"),
     ("promtool", "prometheus"),
 ];
 
