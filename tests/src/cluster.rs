@@ -239,8 +239,15 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // `kill_on_drop` ends the master; QUIT first lets it take its worker.
-        let _ = signal(&self.child, "QUIT");
+        // A master killed outright (`kill_on_drop`) leaves its worker
+        // behind, still listening: ask it to quit, and give it a moment.
+        if signal(&self.child, "QUIT").is_ok() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
 

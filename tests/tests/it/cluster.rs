@@ -192,7 +192,8 @@ async fn three_instances_behind_nginx_broadcast_one_consensus_per_seq() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_killed_with_kill_9_loses_only_its_own_clients() {
     let mut cluster = Cluster::start(3, &[]).await.expect("cluster");
-    let url = |i: u32| cluster.nginx.ws_url(&format!("/ws/sturdy?client_id=heart-{i:04}"));
+    let nginx = cluster.nginx.addr;
+    let url = |i: u32| format!("ws://{nginx}/ws/sturdy?client_id=heart-{i:04}");
     let mut hearts = Vec::new();
     for i in 0..30u32 {
         hearts.push(Heart::join(&url(i), 0.1, 70.0).await.expect("join"));
@@ -242,9 +243,8 @@ async fn an_instance_killed_with_kill_9_loses_only_its_own_clients() {
 #[tokio::test(flavor = "multi_thread")]
 async fn while_redis_is_down_rooms_run_locally_and_love_waits_then_counts_once() {
     let mut cluster = Cluster::start(2, &[]).await.expect("cluster");
-    let room = |i: usize, client: &str| {
-        cluster.instance(i).ws_url(&format!("/ws/outage?client_id={client}"))
-    };
+    let addrs = cluster.addrs.clone();
+    let room = |i: usize, client: &str| format!("ws://{}/ws/outage?client_id={client}", addrs[i]);
     let mut hearts = Vec::new();
     for (i, id) in [(0, "heart-a0"), (0, "heart-a1"), (1, "heart-b0"), (1, "heart-b1")] {
         hearts.push(Heart::join(&room(i, id), 0.3, 66.0).await.expect("join"));
@@ -373,4 +373,50 @@ async fn a_redis_that_does_not_fsync_every_write_is_refused_unless_allowed() {
     let data = tempfile::tempdir().unwrap();
     let allowed = start_instance(&redis, data.path(), 0, &["--redis-unsafe-love"]).await;
     allowed.expect("starts when the operator accepts the risk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_on_different_instances_beat_as_one() {
+    use tests::browser::{Browser, dist_dir, take_turn};
+    let _turn = take_turn().await;
+    let body = async {
+        let dist = dist_dir()?;
+        let dist = dist.to_str().context("a UTF-8 dist path")?.to_owned();
+        let cluster = Cluster::start(2, &["--static-dir", &dist]).await?;
+        let room = format!("/r/across-{}", std::process::id());
+        let (a, b) = tokio::try_join!(Browser::start(), Browser::start())?;
+        let (on_a, on_b) =
+            (cluster.instance(0).http_url(&room), cluster.instance(1).http_url(&room));
+        tokio::try_join!(a.goto(&on_a), b.goto(&on_b))?;
+        for page in [&a, &b] {
+            page.wait_for_text("status", "connected", |t| t.starts_with("connected")).await?;
+        }
+        let connected = Instant::now();
+        // Each page counts both hearts, though each instance holds one.
+        for page in [&a, &b] {
+            page.wait_for_text("hearts", "2", |text| text == "2").await?;
+        }
+        // Three readings running under 0.02 beat, within 10 s.
+        let mut streak = 0;
+        let mut last = None;
+        while streak < 3 {
+            ensure!(
+                connected.elapsed() < Duration::from_secs(10) || streak > 0,
+                "the hearts did not beat together within 10 s; last (gap, a, b): {last:?}"
+            );
+            let (x, y) = (a.state().await?, b.state().await?);
+            let at = x.server_now.max(y.server_now);
+            let gap = shared::phase::difference(x.phase_at(at), y.phase_at(at)).abs();
+            streak = if gap < 0.02 { streak + 1 } else { 0 };
+            last = Some((gap, x, y));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        a.close().await?;
+        b.close().await?;
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(Duration::from_secs(60), body).await {
+        Ok(result) => result.expect("browser test"),
+        Err(_) => panic!("the browser test took longer than a minute"),
+    }
 }
