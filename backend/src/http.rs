@@ -164,7 +164,8 @@ async fn ws_room(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {
-    let room = RoomName::parse(&room).map_err(|m| HttpError::new(StatusCode::BAD_REQUEST, m))?;
+    let room = RoomName::parse(&room)
+        .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     upgrade_to_room(state, room, query, headers, upgrade)
 }
 
@@ -176,7 +177,8 @@ fn upgrade_to_room(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {
     let client_id = match query.client_id {
-        Some(id) => ClientId::parse(&id).map_err(|m| HttpError::new(StatusCode::BAD_REQUEST, m))?,
+        Some(id) => ClientId::parse(&id)
+            .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.to_string()))?,
         None => new_client_id(),
     };
     check_origin(&state, &headers).inspect_err(|_| metrics().upgrade_refused("origin"))?;

@@ -9,7 +9,8 @@
 //! - [`config`]: flags, environment variables and defaults.
 //! - [`server`]: the accept loop, header timeout and graceful shutdown.
 //! - [`http`]: routes: the page, health checks, the upgrade and its checks.
-//! - [`socket`]: one connection: reading, validation, limits, writing, pings.
+//! - [`socket`]: one connection: its handler (state and a short `select!`),
+//!   one function per message type, and the wire with its write deadline.
 //! - [`room`]: one room's task; [`rooms`]: the registry of open rooms.
 //! - [`limits`]: connection caps, accept rate, message rate, violations.
 //! - [`love`]: love taps, counted once and acknowledged when durable.
@@ -35,6 +36,7 @@ pub use config::{Config, LogFormat};
 pub use server::run;
 
 use anyhow::Context;
+use clock::Clock;
 use cluster::Cluster;
 use limits::ConnectionLimits;
 use love::LoveStore;
@@ -72,6 +74,9 @@ pub struct Shared {
     pub next_conn: AtomicU64,
     /// The link to the other instances, with `--redis-url`.
     pub cluster: Option<Cluster>,
+    /// The clock protocol times are read from (the system clock, except in
+    /// paused-time tests).
+    pub clock: Clock,
 }
 
 impl Deref for AppState {
@@ -84,16 +89,25 @@ impl Deref for AppState {
 impl AppState {
     /// A fresh server state for `config`, keeping love in `love`.
     pub fn new(config: Config, love: LoveStore) -> Self {
-        Self::clustered(config, love, None)
+        Self::build(config, love, Clock::system(), None)
+    }
+
+    /// A fresh server state whose protocol times come from `clock`.
+    pub fn with_clock(config: Config, love: LoveStore, clock: Clock) -> Self {
+        Self::build(config, love, clock, None)
     }
 
     /// A fresh server state whose rooms span every instance on `cluster`'s
     /// Redis (or this one alone, with `None`).
     pub fn clustered(config: Config, love: LoveStore, cluster: Option<Cluster>) -> Self {
+        Self::build(config, love, Clock::system(), cluster)
+    }
+
+    fn build(config: Config, love: LoveStore, clock: Clock, cluster: Option<Cluster>) -> Self {
         let tracker = TaskTracker::new();
         let timing = RoomTiming { tick: config.tick, vote_ttl: config.vote_ttl };
         AppState(Arc::new(Shared {
-            rooms: Rooms::new(timing, tracker.clone(), love.clone(), cluster.clone()),
+            rooms: Rooms::new(timing, tracker.clone(), love.clone(), clock, cluster.clone()),
             cluster,
             love,
             limits: ConnectionLimits::new(config.max_connections, config.max_accept_rate),
@@ -101,6 +115,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             tracker,
             next_conn: AtomicU64::new(1),
+            clock,
             config,
         }))
     }

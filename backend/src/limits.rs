@@ -4,7 +4,13 @@
 //! Token buckets come from `governor`; what is ours is the policy around
 //! them (when a rate-limited client has flooded long enough to be closed,
 //! and counting protocol violations in a window).
+//!
+//! The per-connection bucket reads tokio's clock (not governor's default,
+//! which reads the CPU's), so it follows `tokio::time::pause()` in tests just
+//! as the flood and violation windows do.
 
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -87,10 +93,24 @@ pub enum Verdict {
     Close,
 }
 
+/// governor's view of tokio's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl governor::clock::Clock for TokioClock {
+    type Instant = std::time::Instant;
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+}
+
+/// A token bucket on tokio's clock.
+type Bucket = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
+
 /// One connection's message rate limit and flood detector.
 #[derive(Debug)]
 pub struct MessageLimiter {
-    bucket: DefaultDirectRateLimiter,
+    bucket: Bucket,
     close_after: Duration,
     /// When the current run of rate-limited messages began.
     flooding_since: Option<Instant>,
@@ -109,7 +129,7 @@ impl MessageLimiter {
     pub fn new(per_second: u32, burst: u32, close_after: Duration) -> Self {
         let quota = Quota::per_second(non_zero(per_second)).allow_burst(non_zero(burst));
         Self {
-            bucket: RateLimiter::direct(quota),
+            bucket: RateLimiter::direct_with_clock(quota, TokioClock),
             close_after,
             flooding_since: None,
             last_drop: None,
@@ -189,6 +209,47 @@ mod tests {
         assert_eq!(limits.admit().unwrap_err(), Refusal::TooFast);
         assert_eq!(limits.open(), 3);
         drop(slots);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_refills_on_tokio_time() {
+        let mut limiter = MessageLimiter::new(2, 2, Duration::from_secs(5));
+        let now = Instant::now();
+        assert_eq!(limiter.check(now), Verdict::Accept);
+        assert_eq!(limiter.check(now), Verdict::Accept);
+        assert_eq!(limiter.check(now), Verdict::Drop { notify: true });
+        assert_eq!(limiter.check(now), Verdict::Drop { notify: false });
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(limiter.check(Instant::now()), Verdict::Accept);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flooding_without_a_pause_closes_and_a_pause_forgives() {
+        let mut limiter = MessageLimiter::new(1, 1, Duration::from_secs(3));
+        let start = Instant::now();
+        assert_eq!(limiter.check(start), Verdict::Accept);
+        // Dropped messages 0.9 s apart: no one-second pause, so the run goes on.
+        let mut verdicts = Vec::new();
+        for i in 1..=5u32 {
+            // Spend the token the clock refilled, then be dropped.
+            let at = start + Duration::from_millis(900) * i;
+            tokio::time::advance(at - Instant::now()).await;
+            let _ = limiter.check(at);
+            verdicts.push(limiter.check(at));
+        }
+        // 0.9 s to 3.6 s into the run: dropped; 4.5 s (3.6 s of flooding): closed.
+        assert!(verdicts[..4].iter().all(|v| matches!(v, Verdict::Drop { .. })), "{verdicts:?}");
+        assert_eq!(verdicts[4], Verdict::Close, "{verdicts:?}");
+
+        let mut forgiven = MessageLimiter::new(1, 1, Duration::from_secs(3));
+        assert_eq!(forgiven.check(start), Verdict::Accept);
+        for i in 1..=4u32 {
+            // A pause of more than a second between drops starts a new run.
+            let at = start + Duration::from_millis(3_000) + Duration::from_millis(1_100) * i;
+            tokio::time::advance(at - Instant::now()).await;
+            let _ = forgiven.check(at);
+            assert!(matches!(forgiven.check(at), Verdict::Drop { .. }));
+        }
     }
 
     #[test]

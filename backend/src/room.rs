@@ -9,8 +9,12 @@
 //! through a `watch` channel, which keeps only the newest value: a slow socket
 //! skips to the newest consensus instead of queueing old ones, and the
 //! broadcast never waits on any socket.
+//!
+//! Time comes from the [`Clock`] the room is given, so that under
+//! `tokio::time::pause()` ticks, vote expiry and protocol times all move
+//! together.
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::cluster::room::{ClusterEvent, ClusterRoom};
 use crate::love::LoveStore;
@@ -100,6 +104,8 @@ struct Room {
     /// The last consensus published: with no voters, the beat runs on from it.
     last: Consensus,
     timing: RoomTiming,
+    /// Protocol time and monotonic time, read together.
+    clock: Clock,
     /// This room's share of the server-wide gauges.
     gauges: RoomGauges,
     /// With `--redis-url`: the room on the other instances. Its ticks then
@@ -139,15 +145,17 @@ pub fn spawn(
     timing: RoomTiming,
     tracker: &tokio_util::task::TaskTracker,
     love: LoveStore,
+    clock: Clock,
     cluster: Option<Cluster>,
 ) -> RoomHandle {
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE);
-    let cluster = cluster.map(|c| ClusterRoom::new(c.join_room(&name), timing.tick, now_ms()));
+    let cluster =
+        cluster.map(|c| ClusterRoom::new(c.join_room(&name), timing.tick, clock.now_ms()));
     let first = Consensus {
         // Clustered, seq is the tick number, the same on every instance.
         seq: cluster.as_ref().map_or(0, ClusterRoom::current_tick),
-        at: now_ms(),
+        at: clock.now_ms(),
         phase: 0.0,
         bpm: RESTING_BPM,
         coherence: 0.0,
@@ -155,11 +163,12 @@ pub fn spawn(
         voters: 0,
         love: 0,
     };
-    let (consensus_tx, consensus_rx) = watch::channel(ConsensusFrame::new(first, Instant::now()));
+    let (consensus_tx, consensus_rx) = watch::channel(ConsensusFrame::new(first, clock.now()));
     let room = Room {
         members: HashMap::new(),
         last: first,
         timing,
+        clock,
         gauges: RoomGauges::default(),
         cluster,
     };
@@ -200,12 +209,12 @@ impl Room {
                         self.members.insert(conn, None);
                         // The newcomer gets the room as of now without waiting a
                         // tick, under the last seq so it sees no gap.
-                        let now = Instant::now();
+                        let now = self.clock.now();
                         // Clustered, every seq must read the same on every
                         // instance: the newcomer gets the last one as broadcast.
                         let fresh = match self.cluster {
                             Some(_) => self.last,
-                            None => self.compute(now_ms(), now, self.last.seq),
+                            None => self.compute(self.clock.now_ms(), now, self.last.seq),
                         };
                         let _ = reply.send(ConsensusFrame::new(fresh, now));
                     }
@@ -224,14 +233,14 @@ impl Room {
                         *slot = Some(report);
                     }
                 }
-                event = next_cluster_event(&mut self.cluster) => match event {
+                event = next_cluster_event(&mut self.cluster, self.clock) => match event {
                     ClusterEvent::Partial(partial) => {
                         if let Some(cluster) = &mut self.cluster {
                             cluster.receive(partial);
                         }
                     }
                     ClusterEvent::Tick(k) => {
-                        let ticked = Instant::now();
+                        let ticked = self.clock.now();
                         if let Some(cluster) = &mut self.cluster {
                             let votes = self.members.values().flatten();
                             let (next, local_voters) = cluster.tick(
@@ -247,8 +256,8 @@ impl Room {
                     }
                 },
                 _ = ticks.tick(), if self.cluster.is_none() => {
-                    let ticked = Instant::now();
-                    let next = self.compute(now_ms(), ticked, self.last.seq + 1);
+                    let ticked = self.clock.now();
+                    let next = self.compute(self.clock.now_ms(), ticked, self.last.seq + 1);
                     self.gauges.update(&next);
                     self.last = next;
                     consensus.send_replace(ConsensusFrame::new(next, ticked));
@@ -267,9 +276,9 @@ impl Room {
 }
 
 /// The next event of a clustered room; never, for a room on its own.
-async fn next_cluster_event(cluster: &mut Option<ClusterRoom>) -> ClusterEvent {
+async fn next_cluster_event(cluster: &mut Option<ClusterRoom>, clock: Clock) -> ClusterEvent {
     match cluster {
-        Some(cluster) => cluster.next_event(now_ms()).await,
+        Some(cluster) => cluster.next_event(clock.now_ms()).await,
         None => std::future::pending().await,
     }
 }
@@ -312,5 +321,119 @@ pub fn consensus_of<'a>(
         hearts: u32::try_from(hearts).unwrap_or(u32::MAX),
         voters: u32::try_from(voters).unwrap_or(u32::MAX),
         love: last.love,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::love::memory::MemoryLove;
+    use shared::wrap;
+
+    const T0: f64 = 1_700_000_000_000.0;
+    const TICK: Duration = Duration::from_millis(250);
+
+    /// A room ticking every 250 ms with votes living 5 s, on a clock that
+    /// follows paused time, and a member `1` in it.
+    async fn room_with_member() -> (RoomHandle, Clock) {
+        let clock = Clock::following_tokio(T0);
+        let timing = RoomTiming { tick: TICK, vote_ttl: Duration::from_secs(5) };
+        let tracker = tokio_util::task::TaskTracker::new();
+        let love = LoveStore::start(MemoryLove::default());
+        let handle = spawn(RoomName::main(), timing, &tracker, love, clock, None);
+        let (reply, first) = oneshot::channel();
+        handle.control.send(Control::Join { conn: 1, reply }).expect("the room runs");
+        first.await.expect("the room answers a join");
+        (handle, clock)
+    }
+
+    fn report(clock: &Clock, phase: f64, bpm: f64) -> Report {
+        Report {
+            conn: 1,
+            report: PhaseReport { phase, bpm, at: clock.now_ms() },
+            received: clock.now(),
+        }
+    }
+
+    /// The consensus after the next tick.
+    async fn next(consensus: &mut watch::Receiver<ConsensusFrame>) -> Consensus {
+        consensus.changed().await.expect("the room runs");
+        consensus.borrow_and_update().consensus
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_falls_behind_gets_only_the_newest_consensus() {
+        let (handle, _clock) = room_with_member().await;
+        let mut consensus = handle.consensus.clone();
+        let seen = next(&mut consensus).await.seq;
+        // Four ticks pass unread (the sleep ends between two ticks).
+        tokio::time::sleep(TICK * 4 + TICK / 2).await;
+        assert!(consensus.has_changed().expect("the room runs"));
+        assert_eq!(consensus.borrow_and_update().consensus.seq, seen + 4);
+        assert!(!consensus.has_changed().expect("the room runs"), "nothing older queued");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_vote_counts_until_its_ttl_then_the_beat_runs_on() {
+        let (handle, clock) = room_with_member().await;
+        let mut consensus = handle.consensus.clone();
+        handle.reports.try_send(report(&clock, 0.5, 60.0)).expect("room for a report");
+        let voted = next(&mut consensus).await;
+        assert_eq!((voted.hearts, voted.voters, voted.bpm), (1, 1, 60.0));
+        assert!((voted.coherence - 1.0).abs() < 1e-9);
+        // Projected to the tick: 60 bpm is one beat a second.
+        let expected = wrap(0.5 + (voted.at - T0) / 1000.0);
+        assert!((voted.phase - expected).abs() < 1e-9, "{} vs {expected}", voted.phase);
+
+        // 5 s after it arrived the vote still counts; a tick later it does not.
+        let mut last = voted;
+        while last.at - T0 < 5_000.0 {
+            last = next(&mut consensus).await;
+            assert_eq!(last.voters, 1, "at {} ms", last.at - T0);
+        }
+        let expired = next(&mut consensus).await;
+        assert_eq!((expired.hearts, expired.voters, expired.coherence), (1, 0, 0.0));
+        // No voters: the beat runs on from the last consensus at its bpm.
+        assert_eq!(expired.bpm, 60.0);
+        let run_on = wrap(last.phase + (expired.at - last.at) / 1000.0);
+        assert!((expired.phase - run_on).abs() < 1e-9, "{} vs {run_on}", expired.phase);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_room_keeps_its_own_time_not_the_clients() {
+        let (handle, clock) = room_with_member().await;
+        let mut consensus = handle.consensus.clone();
+        // A report stamped 9 s ahead is still judged by when it arrived.
+        let mut ahead = report(&clock, 0.25, 90.0);
+        ahead.report.at += 9_000.0;
+        handle.reports.try_send(ahead).expect("room for a report");
+        let first = next(&mut consensus).await;
+        assert_eq!(first.voters, 1);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(next(&mut consensus).await.voters, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn seq_rises_by_one_a_tick_and_a_newcomer_sees_the_current_one() {
+        let (handle, _clock) = room_with_member().await;
+        let mut consensus = handle.consensus.clone();
+        let a = next(&mut consensus).await.seq;
+        let b = next(&mut consensus).await.seq;
+        assert_eq!(b, a + 1);
+        let (reply, first) = oneshot::channel();
+        handle.control.send(Control::Join { conn: 2, reply }).expect("the room runs");
+        let fresh = first.await.expect("the room answers a join").consensus;
+        assert_eq!((fresh.seq, fresh.hearts), (b, 2));
+        handle.control.send(Control::Leave { conn: 2 }).expect("the room runs");
+        assert_eq!(next(&mut consensus).await.hearts, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn love_totals_only_grow() {
+        let (handle, _clock) = room_with_member().await;
+        let mut consensus = handle.consensus.clone();
+        handle.control.send(Control::Love { total: 9 }).expect("the room runs");
+        handle.control.send(Control::Love { total: 4 }).expect("the room runs");
+        assert_eq!(next(&mut consensus).await.love, 9);
     }
 }

@@ -5,6 +5,7 @@
 //! removed exactly when its last member leaves and a later join starts a new
 //! one.
 
+use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::love::LoveStore;
 use crate::room::{self, ConnId, ConsensusFrame, Control, RoomHandle, RoomTiming};
@@ -27,6 +28,8 @@ struct Registry {
     love: LoveStore,
     /// The other instances, with `--redis-url`.
     cluster: Option<Cluster>,
+    /// The clock every room runs on.
+    clock: Clock,
 }
 
 /// One connection's place in a room; leaving happens on drop.
@@ -49,20 +52,17 @@ pub struct Membership {
 pub struct RoomGone;
 
 impl Rooms {
-    /// An empty registry whose rooms tick with `timing` and run on `tracker`.
+    /// An empty registry whose rooms tick with `timing` on `clock` and run
+    /// on `tracker`; with a `cluster`, rooms span every instance on its Redis.
     pub fn new(
         timing: RoomTiming,
         tracker: TaskTracker,
         love: LoveStore,
+        clock: Clock,
         cluster: Option<Cluster>,
     ) -> Self {
-        Self(Arc::new(Registry {
-            open: Mutex::new(HashMap::new()),
-            timing,
-            tracker,
-            love,
-            cluster,
-        }))
+        let open = Mutex::new(HashMap::new());
+        Self(Arc::new(Registry { open, timing, tracker, love, clock, cluster }))
     }
 
     /// How many rooms are open.
@@ -94,7 +94,8 @@ impl Rooms {
             let entry = open.entry(name.clone()).or_insert_with(|| {
                 let love = self.0.love.clone();
                 let cluster = self.0.cluster.clone();
-                (room::spawn(name.clone(), self.0.timing, &self.0.tracker, love, cluster), 0)
+                let (timing, clock) = (self.0.timing, self.0.clock);
+                (room::spawn(name.clone(), timing, &self.0.tracker, love, clock, cluster), 0)
             });
             entry.1 += 1;
             entry.0.clone()
@@ -122,5 +123,65 @@ impl Drop for Membership {
                 open.remove(&self.name);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::love::memory::MemoryLove;
+    use std::time::Duration;
+
+    fn rooms() -> Rooms {
+        let timing =
+            RoomTiming { tick: Duration::from_millis(250), vote_ttl: Duration::from_secs(5) };
+        let love = LoveStore::start(MemoryLove::default());
+        Rooms::new(timing, TaskTracker::new(), love, Clock::following_tokio(0.0), None)
+    }
+
+    fn name(s: &str) -> RoomName {
+        RoomName::parse(s).expect("a valid room name")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn members_of_one_name_share_one_room() {
+        let rooms = rooms();
+        let (a, _) = rooms.join(name("kitchen"), 1).await.expect("joined");
+        let (_b, first) = rooms.join(name("kitchen"), 2).await.expect("joined");
+        assert_eq!(first.consensus.hearts, 2);
+        let (_c, elsewhere) = rooms.join(name("garden"), 3).await.expect("joined");
+        assert_eq!(elsewhere.consensus.hearts, 1);
+        assert_eq!(rooms.len(), 2);
+        let mut consensus = a.consensus.clone();
+        consensus.changed().await.expect("the room runs");
+        assert_eq!(consensus.borrow_and_update().consensus.hearts, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_room_closes_with_its_last_member_and_a_later_join_starts_afresh() {
+        let rooms = rooms();
+        let (a, _) = rooms.join(name("kitchen"), 1).await.expect("joined");
+        let (b, _) = rooms.join(name("kitchen"), 2).await.expect("joined");
+        let mut old = a.consensus.clone();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(a);
+        assert_eq!(rooms.len(), 1, "one member is left");
+        drop(b);
+        assert!(rooms.is_empty());
+        // The old room's task ends: its consensus channel closes.
+        while old.changed().await.is_ok() {}
+        let (_c, first) = rooms.join(name("kitchen"), 3).await.expect("joined");
+        assert_eq!((first.consensus.seq, first.consensus.hearts), (0, 1), "a new room");
+        assert_eq!(rooms.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_misses_no_tick_after_its_first_consensus() {
+        let rooms = rooms();
+        let (_a, _) = rooms.join(name("kitchen"), 1).await.expect("joined");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let (mut b, first) = rooms.join(name("kitchen"), 2).await.expect("joined");
+        b.consensus.changed().await.expect("the room runs");
+        assert_eq!(b.consensus.borrow_and_update().consensus.seq, first.consensus.seq + 1);
     }
 }

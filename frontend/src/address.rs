@@ -17,7 +17,7 @@ const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 /// different room silently.
 pub fn room_from_path(path: &str) -> Result<RoomName, String> {
     match path.strip_prefix("/r/") {
-        Some(rest) => RoomName::parse(rest.trim_end_matches('/')),
+        Some(rest) => RoomName::parse(rest.trim_end_matches('/')).map_err(|e| e.to_string()),
         None => Ok(RoomName::main()),
     }
 }

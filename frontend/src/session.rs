@@ -179,8 +179,8 @@ mod tests {
     fn welcome() -> ServerMessage {
         ServerMessage::Welcome(Welcome {
             protocol: 1,
-            client_id: "abcdefgh12345678".into(),
-            room: "main".into(),
+            client_id: shared::ClientId::parse("abcdefgh12345678").expect("a valid client id"),
+            room: shared::RoomName::main(),
             server_time: 1e12,
             tick_ms: 250,
             report_ms: 500,

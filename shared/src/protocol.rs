@@ -71,9 +71,9 @@ pub struct Welcome {
     /// Always [`PROTOCOL_VERSION`] for this crate.
     pub protocol: u32,
     /// The client's identity: the one it asked for, or one the server made.
-    pub client_id: String,
+    pub client_id: ClientId,
     /// The room this connection is in.
-    pub room: String,
+    pub room: RoomName,
     /// The server's clock when it sent this.
     pub server_time: f64,
     /// How often the room broadcasts its consensus, in milliseconds.
@@ -306,24 +306,68 @@ fn encode(message: &impl Serialize) -> String {
     serde_json::to_string(message).unwrap_or_else(|_| String::from("{}"))
 }
 
-/// A valid room name: 1-64 of `[A-Za-z0-9_-]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A valid room name: 1-64 of `[A-Za-z0-9_-]`. On the wire it is a plain
+/// JSON string; deserializing checks the rules.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct RoomName(String);
 
-/// A valid client id: 8-64 of `[A-Za-z0-9_-]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A valid client id: 8-64 of `[A-Za-z0-9_-]`. On the wire it is a plain
+/// JSON string; deserializing checks the rules.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct ClientId(String);
+
+/// Which kind of name a [`NameError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// A room name (`/ws/{room}`, `/r/{room}`).
+    Room,
+    /// A client id (`?client_id=`).
+    Client,
+}
+
+impl NameKind {
+    /// The fewest characters a name of this kind has.
+    fn min_len(self) -> usize {
+        match self {
+            NameKind::Room => 1,
+            NameKind::Client => 8,
+        }
+    }
+}
+
+impl fmt::Display for NameKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NameKind::Room => "a room name",
+            NameKind::Client => "a client_id",
+        })
+    }
+}
+
+/// A room name or client id that breaks the rules; the message says the
+/// rules and shows (the start of) what was given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{kind} must be {min} to 64 characters of A-Z, a-z, 0-9, '_' and '-', got {shown:?}",
+    min = kind.min_len()
+)]
+pub struct NameError {
+    /// What was being named.
+    pub kind: NameKind,
+    /// The first 70 characters of what was given: enough to recognise it,
+    /// and a hostile URL cannot make the message long.
+    pub shown: String,
+}
 
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
 
-fn check_name(kind: &str, s: &str, min: usize) -> Result<(), String> {
-    if s.len() < min || s.len() > 64 || !s.chars().all(is_name_char) {
-        let shown: String = s.chars().take(70).collect();
-        return Err(format!(
-            "{kind} must be {min} to 64 characters of A-Z, a-z, 0-9, '_' and '-', got {shown:?}"
-        ));
+fn check_name(kind: NameKind, s: &str) -> Result<(), NameError> {
+    if s.len() < kind.min_len() || s.len() > 64 || !s.chars().all(is_name_char) {
+        return Err(NameError { kind, shown: s.chars().take(70).collect() });
     }
     Ok(())
 }
@@ -335,8 +379,8 @@ impl RoomName {
     }
 
     /// Checks `s` against the room-name rules.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        check_name("a room name", s, 1).map(|()| RoomName(s.to_owned()))
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        check_name(NameKind::Room, s).map(|()| RoomName(s.to_owned()))
     }
 
     /// The name as text.
@@ -347,8 +391,8 @@ impl RoomName {
 
 impl ClientId {
     /// Checks `s` against the client-id rules.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        check_name("a client_id", s, 8).map(|()| ClientId(s.to_owned()))
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        check_name(NameKind::Client, s).map(|()| ClientId(s.to_owned()))
     }
 
     /// The id as text.
@@ -357,17 +401,52 @@ impl ClientId {
     }
 }
 
-impl fmt::Display for RoomName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// The impls both names share: plain-string serialization, checked
+/// conversion from a `String` (what serde's `try_from` uses), display, and
+/// comparison with text.
+macro_rules! name_impls {
+    ($name:ident, $kind:expr) => {
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = NameError;
+            fn try_from(s: String) -> Result<Self, NameError> {
+                check_name($kind, &s).map(|()| $name(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(name: $name) -> String {
+                name.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
 }
 
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+name_impls!(RoomName, NameKind::Room);
+name_impls!(ClientId, NameKind::Client);
 
 #[cfg(test)]
 mod tests {
@@ -384,8 +463,8 @@ mod tests {
     fn server_messages_round_trip() {
         round_trip_server(ServerMessage::Welcome(Welcome {
             protocol: PROTOCOL_VERSION,
-            client_id: "abcdefgh".into(),
-            room: "main".into(),
+            client_id: ClientId::parse("abcdefgh").unwrap(),
+            room: RoomName::main(),
             server_time: NOW,
             tick_ms: 250,
             report_ms: 1000,
@@ -454,6 +533,51 @@ mod tests {
         check(&phase(0.5, 72.0, NOW + 10_001.0), ErrorCode::BadTime);
         check(&phase(0.5, 72.0, NOW - 10_001.0), ErrorCode::BadTime);
         assert!(ClientMessage::parse(&phase(0.0, 30.0, NOW - 9_999.0), NOW).is_ok());
+    }
+
+    #[test]
+    fn names_are_plain_strings_on_the_wire() {
+        let welcome = ServerMessage::Welcome(Welcome {
+            protocol: PROTOCOL_VERSION,
+            client_id: ClientId::parse("abcdefgh").unwrap(),
+            room: RoomName::parse("kitchen").unwrap(),
+            server_time: 2.0,
+            tick_ms: 250,
+            report_ms: 1000,
+        });
+        assert_eq!(
+            welcome.to_json(),
+            r#"{"type":"welcome","protocol":1,"client_id":"abcdefgh","room":"kitchen","server_time":2.0,"tick_ms":250,"report_ms":1000}"#
+        );
+    }
+
+    #[test]
+    fn a_welcome_with_a_bad_name_does_not_parse() {
+        let bad_room = r#"{"type":"welcome","protocol":1,"client_id":"abcdefgh","room":"a b","server_time":2.0,"tick_ms":250,"report_ms":1000}"#;
+        let error = ServerMessage::parse(bad_room).unwrap_err().to_string();
+        assert!(error.contains("a room name must be 1 to 64"), "{error}");
+        let bad_id = r#"{"type":"welcome","protocol":1,"client_id":"short","room":"main","server_time":2.0,"tick_ms":250,"report_ms":1000}"#;
+        let error = ServerMessage::parse(bad_id).unwrap_err().to_string();
+        assert!(error.contains("a client_id must be 8 to 64"), "{error}");
+    }
+
+    #[test]
+    fn name_errors_say_the_rules_and_what_was_given() {
+        let error = RoomName::parse("with space").unwrap_err();
+        assert_eq!(error.kind, NameKind::Room);
+        assert_eq!(
+            error.to_string(),
+            "a room name must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-', got \"with space\""
+        );
+        let error = ClientId::parse(&"ü".repeat(100)).unwrap_err();
+        assert_eq!(error.kind, NameKind::Client);
+        assert_eq!(error.shown.chars().count(), 70);
+    }
+
+    #[test]
+    fn names_compare_with_text() {
+        assert_eq!(RoomName::main(), "main");
+        assert!(ClientId::parse("abcdefgh").unwrap() == *"abcdefgh");
     }
 
     #[test]

@@ -215,6 +215,33 @@ impl Cluster {
         self.0.routes.up.load(Ordering::Relaxed)
     }
 
+    /// A cluster link with no Redis behind it, for unit tests: what it
+    /// publishes goes nowhere, and [`deliver`](Self::deliver) plays the
+    /// other instances.
+    #[cfg(test)]
+    pub(crate) fn offline(id: &str) -> Self {
+        let (publish, _) = mpsc::channel(1);
+        let (changes, _) = mpsc::unbounded_channel();
+        let routes = Arc::new(Routes {
+            rooms: Mutex::new(HashMap::new()),
+            changes,
+            up: AtomicBool::new(true),
+        });
+        Cluster(Arc::new(Inner {
+            id: id.to_owned(),
+            publish,
+            routes,
+            stop: CancellationToken::new(),
+        }))
+    }
+
+    /// Hands `partial` to `room`'s task as if it came from Redis.
+    #[cfg(test)]
+    pub(crate) fn deliver(&self, room: &RoomName, partial: Partial) -> bool {
+        let route = self.0.routes.lock().get(&channel(room)).cloned();
+        route.is_some_and(|route| route.try_send(partial).is_ok())
+    }
+
     /// Subscribes to `room`'s partials for as long as the returned link lives.
     pub fn join_room(&self, room: &RoomName) -> RoomLink {
         let channel = channel(room);

@@ -182,6 +182,59 @@ fn partial_at<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
+    use crate::cluster::Cluster;
+    use crate::love::{LoveStore, memory::MemoryLove};
+    use crate::room::{ConsensusFrame, Control, RoomTiming, spawn};
+    use shared::RoomName;
+    use tokio::sync::{oneshot, watch};
+
+    const TICK: Duration = Duration::from_millis(250);
+
+    async fn next(consensus: &mut watch::Receiver<ConsensusFrame>) -> Consensus {
+        consensus.changed().await.expect("the room runs");
+        consensus.borrow_and_update().consensus
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clustered_room_ticks_on_the_epoch_and_counts_every_live_instance() {
+        // 10 ms past a tick boundary.
+        let clock = Clock::following_tokio(1_700_000_000_010.0);
+        let cluster = Cluster::offline("me");
+        let timing = RoomTiming { tick: TICK, vote_ttl: Duration::from_secs(5) };
+        let tracker = tokio_util::task::TaskTracker::new();
+        let love = LoveStore::start(MemoryLove::default());
+        let room = RoomName::main();
+        let handle = spawn(room.clone(), timing, &tracker, love, clock, Some(cluster.clone()));
+        let (reply, first) = oneshot::channel();
+        handle.control.send(Control::Join { conn: 1, reply }).expect("the room runs");
+        let first = first.await.expect("the room answers a join").consensus;
+        assert_eq!(first.seq, 6_800_000_000, "seq is the tick number since the epoch");
+
+        let mut consensus = handle.consensus.clone();
+        let s = next(&mut consensus).await;
+        assert_eq!((s.seq, s.at), (first.seq + 1, tick_time(first.seq + 1, TICK)));
+        assert_eq!((s.hearts, s.voters), (1, 0));
+        // Another instance, with 5 hearts and one voter at phase 0.25 and
+        // 60 bpm, publishes its partial for the next tick.
+        let mut other = Partial::empty("other", s.seq + 1, 5, 0);
+        other.add_vote(0.25, 60.0);
+        assert!(cluster.deliver(&room, other));
+        let c = next(&mut consensus).await;
+        assert_eq!(
+            (c.seq, c.hearts, c.voters, c.at),
+            (s.seq + 1, 6, 1, tick_time(s.seq + 1, TICK))
+        );
+        assert!((c.phase - 0.25).abs() < 1e-12);
+        // Then it falls silent: carried forward (a quarter beat a tick at
+        // 60 bpm) for two ticks, and dropped on the third.
+        let c = next(&mut consensus).await;
+        assert_eq!((c.hearts, c.voters), (6, 1));
+        assert!((c.phase - 0.5).abs() < 1e-12, "{}", c.phase);
+        assert_eq!(next(&mut consensus).await.hearts, 6);
+        let gone = next(&mut consensus).await;
+        assert_eq!((gone.seq, gone.hearts, gone.voters), (s.seq + 4, 1, 0));
+    }
 
     #[test]
     fn ticks_are_aligned_to_the_epoch() {

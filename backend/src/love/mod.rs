@@ -11,11 +11,14 @@
 //! ([`sqlite`]) is the embedded default, and Redis ([`redis`]) the shared
 //! store of several instances (`--redis-url`).
 
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod redis;
 pub mod sqlite;
 
 use shared::protocol::MAX_LOVE_STEP;
 use shared::{ClientId, RoomName};
+use std::sync::Arc;
 use std::thread;
 use tokio::sync::{mpsc, oneshot};
 
@@ -56,21 +59,36 @@ pub trait LoveBackend: Send + 'static {
     fn check_writable(&mut self) -> Result<(), StoreError>;
 }
 
-/// Storage failed.
-#[derive(Debug, thiserror::Error)]
+/// Storage failed. It is `Clone` because one failed group commit fails
+/// every tap in it, and each waiting socket gets the same typed error (a
+/// full disk reads as SQLite's "database or disk is full", not as something
+/// else).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database refused or failed.
     #[error("love store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(#[source] Arc<rusqlite::Error>),
     /// Redis refused or failed (`--redis-url`).
     #[error("love store: {0}")]
-    Redis(#[from] ::redis::RedisError),
+    Redis(#[source] Arc<::redis::RedisError>),
     /// The data on disk is from a newer version or otherwise unusable.
     #[error("love store: {0}")]
     Incompatible(String),
     /// The writer thread has stopped.
     #[error("love store: the writer has stopped")]
     Stopped,
+}
+
+impl From<::redis::RedisError> for StoreError {
+    fn from(error: ::redis::RedisError) -> Self {
+        StoreError::Redis(Arc::new(error))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Sqlite(Arc::new(error))
+    }
 }
 
 /// The rule every backend applies: how many taps a new count adds, given
@@ -80,10 +98,13 @@ pub fn taps_added(last: u64, seq: u64) -> Option<u64> {
     (added <= MAX_LOVE_STEP).then_some(added)
 }
 
+/// What the writer thread answers a tap with.
+pub type TapResult = Result<TapOutcome, StoreError>;
+
 enum Request {
-    Tap(Tap, oneshot::Sender<Result<TapOutcome, String>>),
-    Total(RoomName, oneshot::Sender<Result<u64, String>>),
-    Check(oneshot::Sender<Result<(), String>>),
+    Tap(Tap, oneshot::Sender<TapResult>),
+    Total(RoomName, oneshot::Sender<Result<u64, StoreError>>),
+    Check(oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// The handle sockets and rooms use; cloning shares the writer.
@@ -118,24 +139,24 @@ impl LoveStore {
     }
 
     /// Counts `tap`, returning once it is durable.
-    pub async fn tap(&self, tap: Tap) -> Result<TapOutcome, StoreError> {
+    pub async fn tap(&self, tap: Tap) -> TapResult {
         let (reply, answer) = oneshot::channel();
         self.requests.send(Request::Tap(tap, reply)).await.map_err(|_| StoreError::Stopped)?;
-        answer.await.map_err(|_| StoreError::Stopped)?.map_err(StoreError::Incompatible)
+        answer.await.map_err(|_| StoreError::Stopped)?
     }
 
     /// Whether the store can take a write now.
     pub async fn check_writable(&self) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.requests.send(Request::Check(reply)).await.map_err(|_| StoreError::Stopped)?;
-        answer.await.map_err(|_| StoreError::Stopped)?.map_err(StoreError::Incompatible)
+        answer.await.map_err(|_| StoreError::Stopped)?
     }
 
     /// The room's love total.
     pub async fn total(&self, room: RoomName) -> Result<u64, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.requests.send(Request::Total(room, reply)).await.map_err(|_| StoreError::Stopped)?;
-        answer.await.map_err(|_| StoreError::Stopped)?.map_err(StoreError::Incompatible)
+        answer.await.map_err(|_| StoreError::Stopped)?
     }
 }
 
@@ -155,11 +176,11 @@ fn write_loop(mut backend: impl LoveBackend, mut queue: mpsc::Receiver<Request>)
                     // Reads see every commit before them; queued taps are
                     // committed first so a read never misses one.
                     flush(&mut backend, &mut taps, &mut replies);
-                    let _ = reply.send(backend.total(&room).map_err(|e| e.to_string()));
+                    let _ = reply.send(backend.total(&room));
                 }
                 Request::Check(reply) => {
                     flush(&mut backend, &mut taps, &mut replies);
-                    let _ = reply.send(backend.check_writable().map_err(|e| e.to_string()));
+                    let _ = reply.send(backend.check_writable());
                 }
             }
             next = queue.try_recv().ok();
@@ -168,7 +189,7 @@ fn write_loop(mut backend: impl LoveBackend, mut queue: mpsc::Receiver<Request>)
     }
 }
 
-type TapReply = oneshot::Sender<Result<TapOutcome, String>>;
+type TapReply = oneshot::Sender<TapResult>;
 
 fn flush(backend: &mut impl LoveBackend, taps: &mut Vec<Tap>, replies: &mut Vec<TapReply>) {
     if taps.is_empty() {
@@ -183,9 +204,39 @@ fn flush(backend: &mut impl LoveBackend, taps: &mut Vec<Tap>, replies: &mut Vec<
         Err(error) => {
             tracing::error!(%error, taps = taps.len(), "love commit failed");
             for reply in replies.drain(..) {
-                let _ = reply.send(Err(error.to_string()));
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }
     taps.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::{Commit, MemoryLove};
+    use super::*;
+
+    fn tap(seq: u64) -> Tap {
+        Tap {
+            room: RoomName::main(),
+            client: ClientId::parse("abcdefgh").expect("a valid client id"),
+            seq,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_reaches_the_caller_as_a_sqlite_error() {
+        let (backend, commits) = MemoryLove::gated();
+        let store = LoveStore::start(backend);
+        commits.send(Commit::DiskFull).expect("the writer is running");
+        let error = store.tap(tap(1)).await.expect_err("the commit failed");
+        assert!(matches!(error, StoreError::Sqlite(_)), "{error:?}");
+        assert!(error.to_string().contains("full"), "{error}");
+        // Nothing was counted, and the store goes on.
+        commits.send(Commit::Succeed).expect("the writer is running");
+        assert_eq!(
+            store.tap(tap(1)).await.expect("committed"),
+            TapOutcome::Counted { added: 1, total: 1 }
+        );
+    }
 }

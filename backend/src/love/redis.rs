@@ -166,7 +166,7 @@ impl RedisLove {
                 }
                 Err(error) => {
                     self.connection = None;
-                    return Err(StoreError::Redis(error));
+                    return Err(StoreError::from(error));
                 }
             }
         }
@@ -244,11 +244,11 @@ impl LoveBackend for RedisLove {
     fn check_writable(&mut self) -> Result<(), StoreError> {
         // One attempt: `/readyz` wants to know now, not in a minute.
         let connection =
-            connect(&self.client, &mut self.connection, CALL_TIMEOUT).map_err(StoreError::Redis)?;
+            connect(&self.client, &mut self.connection, CALL_TIMEOUT).map_err(StoreError::from)?;
         let pong: Result<Value, _> = redis::cmd("PING").query(connection);
         if let Err(error) = pong {
             self.connection = None;
-            return Err(StoreError::Redis(error));
+            return Err(StoreError::from(error));
         }
         Ok(())
     }

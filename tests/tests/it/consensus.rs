@@ -44,7 +44,7 @@ async fn bare_ws_is_room_main_and_assigns_a_client_id() {
     let server = TestServer::start().await;
     let (_client, welcome, _) = server.join("/ws").await;
     assert_eq!(welcome.room, "main");
-    assert!(shared::ClientId::parse(&welcome.client_id).is_ok(), "{}", welcome.client_id);
+    assert!(shared::ClientId::parse(welcome.client_id.as_str()).is_ok(), "{}", welcome.client_id);
     let (_other, second, _) = server.join("/ws").await;
     assert_ne!(welcome.client_id, second.client_id);
 }

@@ -1,0 +1,139 @@
+//! One WebSocket connection: read, validate and rate-limit what the client
+//! sends; write the room's newest consensus; ping; close when told to.
+//!
+//! # Layout
+//! - [`handler`]: one connection's state (the wire, the room membership, the
+//!   limiter, the violation window, the deadlines, the love taps on their way
+//!   to disk) and its short `select!`.
+//! - [`messages`]: one function per message the client sends, and one for the
+//!   love store's answer, each returning a [`Reply`]: a message to send back
+//!   or the reason to close, so that a close is a `?`.
+//! - [`wire`]: the socket: writes under a deadline, close frames, and sorting
+//!   what is read.
+//!
+//! The connection is one task with one `select!` loop. Writes have a
+//! deadline (`--write-timeout`): a client that stops reading is closed, and
+//! because every connection has its own task and reads the room's consensus
+//! from a `watch` channel, it delays no one else. A love tap is handed to the
+//! store and its answer comes back through the same `select!`, so no socket
+//! waits for a disk.
+//!
+//! The handler is generic over the socket ([`Socket`]: any `Sink` and
+//! `Stream` of axum messages, as in axum's testing-websockets example), so
+//! its unit tests drive it over channels under `tokio::time::pause()`.
+
+mod handler;
+mod messages;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use crate::AppState;
+use crate::limits::ConnectionSlot;
+use crate::metrics::metrics;
+use crate::room::ConnId;
+use axum::extract::ws::{Message, close_code};
+use futures_util::{Sink, Stream};
+use handler::Handler;
+use shared::{ClientId, RoomName, ServerMessage};
+
+/// What a message (or the love store's answer) leads to: something to send
+/// back, nothing, or the end of the connection.
+pub type Reply = Result<Option<ServerMessage>, CloseReason>;
+
+/// A WebSocket as the handler sees it: axum's, or a pair of channels in tests.
+pub trait Socket:
+    Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send
+{
+}
+
+impl<S> Socket for S where
+    S: Stream<Item = Result<Message, axum::Error>>
+        + Sink<Message, Error = axum::Error>
+        + Unpin
+        + Send
+{
+}
+
+/// Everything the HTTP layer decided about a connection before the upgrade.
+#[derive(Debug)]
+pub struct Connection {
+    /// This connection's id within the server.
+    pub conn: ConnId,
+    /// The room it joins.
+    pub room: RoomName,
+    /// The client's identity.
+    pub client_id: ClientId,
+    /// Its place under the connection cap, held for its whole life.
+    pub slot: ConnectionSlot,
+}
+
+/// Why a connection ended; used for logs (and metrics labels), and it
+/// decides the close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed or the TCP connection ended.
+    ClientGone,
+    /// The server is shutting down.
+    Shutdown,
+    /// A write did not finish within the write timeout.
+    Slow,
+    /// No pong in time.
+    PongTimeout,
+    /// The client kept flooding.
+    Flood,
+    /// Too many protocol violations.
+    Violations,
+    /// A message over the size limit.
+    TooLarge,
+    /// The room stopped (only while shutting down).
+    RoomGone,
+}
+
+impl CloseReason {
+    /// A bounded, stable name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientGone => "client",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Slow => "slow",
+            CloseReason::PongTimeout => "pong_timeout",
+            CloseReason::Flood => "flood",
+            CloseReason::Violations => "violations",
+            CloseReason::TooLarge => "too_large",
+            CloseReason::RoomGone => "room_gone",
+        }
+    }
+
+    /// The close frame the client is sent (code and reason), if any: a
+    /// client that is gone or cannot be written to gets none.
+    pub fn close_frame(self) -> Option<(u16, &'static str)> {
+        match self {
+            CloseReason::ClientGone | CloseReason::Slow => None,
+            CloseReason::Shutdown | CloseReason::RoomGone => {
+                Some((close_code::AWAY, "server shutting down"))
+            }
+            CloseReason::PongTimeout => Some((close_code::AWAY, "no pong")),
+            CloseReason::Flood => Some((close_code::POLICY, "flooding")),
+            CloseReason::Violations => Some((close_code::POLICY, "too many protocol violations")),
+            CloseReason::TooLarge => Some((close_code::SIZE, "message too large")),
+        }
+    }
+}
+
+/// Serves one upgraded connection until it ends.
+pub async fn serve(socket: impl Socket, state: AppState, connection: Connection) -> CloseReason {
+    let Connection { conn, room, client_id, slot: _slot } = connection;
+    let m = metrics();
+    m.connections_opened.increment(1);
+    m.connections_open.increment(1.0);
+    let reason = match Handler::start(socket, state, conn, room.clone(), client_id.clone()).await {
+        Ok(handler) => handler.run().await,
+        Err(reason) => reason,
+    };
+    m.connections_open.decrement(1.0);
+    m.connection_closed(reason.as_str());
+    tracing::debug!(conn, %room, %client_id, reason = reason.as_str(), "connection closed");
+    reason
+}

@@ -1,0 +1,110 @@
+//! The socket itself: writes under a deadline, close frames, and sorting
+//! what is read into what the handler cares about.
+
+use super::{CloseReason, Socket};
+use crate::metrics::metrics;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::{SinkExt, StreamExt};
+use shared::ServerMessage;
+use std::future::Future;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::time::timeout;
+
+/// How long a close frame may take to write before the connection is simply
+/// dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the client sent, as far as the handler is concerned.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A text frame: a protocol message, to be parsed.
+    Text(Utf8Bytes),
+    /// A binary frame, which protocol v1 does not have.
+    Binary,
+    /// The answer to our ping.
+    Pong,
+    /// Nothing for the handler (a ping, which tungstenite answers by itself).
+    Nothing,
+}
+
+/// The connection's socket and the deadline its writes run under.
+#[derive(Debug)]
+pub struct Wire<S> {
+    socket: S,
+    /// A write that cannot finish within this long closes the connection.
+    write_timeout: Duration,
+}
+
+impl<S: Socket> Wire<S> {
+    /// `socket`, whose writes must finish within `write_timeout`.
+    pub fn new(socket: S, write_timeout: Duration) -> Self {
+        Self { socket, write_timeout }
+    }
+
+    /// Writes `message`, or says why the connection is done.
+    pub async fn send(&mut self, message: Message) -> Result<(), CloseReason> {
+        let send = self.socket.send(message);
+        tokio::pin!(send);
+        // Almost every write completes at once (the kernel buffer has room),
+        // so try once before arming a timer: a timer per delivery is a
+        // measurable share of the fan-out's cost.
+        let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
+        let result = match first {
+            Poll::Ready(result) => result,
+            Poll::Pending => match timeout(self.write_timeout, send).await {
+                Ok(result) => result,
+                Err(_) => return Err(CloseReason::Slow),
+            },
+        };
+        result.map_err(|_| CloseReason::ClientGone)
+    }
+
+    /// Writes a protocol message, counting it by type.
+    pub async fn send_json(&mut self, message: &ServerMessage) -> Result<(), CloseReason> {
+        let m = metrics();
+        match message {
+            ServerMessage::Welcome(_) => m.sent_welcome.increment(1),
+            ServerMessage::Consensus(_) => m.sent_consensus.increment(1),
+            ServerMessage::Time(_) => m.sent_time.increment(1),
+            ServerMessage::Error(e) => m.error_sent(e.code),
+            ServerMessage::LoveAck(_) => m.sent_love_ack.increment(1),
+        }
+        self.send(Message::Text(Utf8Bytes::from(message.to_json()))).await
+    }
+
+    /// Reads the next frame; the connection ends when the client closes, the
+    /// stream fails, or a message is over the size limit.
+    pub async fn recv(&mut self) -> Result<Incoming, CloseReason> {
+        match self.socket.next().await {
+            None | Some(Ok(Message::Close(_))) => Err(CloseReason::ClientGone),
+            Some(Err(error)) if is_too_large(&error) => Err(CloseReason::TooLarge),
+            Some(Err(_)) => Err(CloseReason::ClientGone),
+            Some(Ok(Message::Text(text))) => Ok(Incoming::Text(text)),
+            Some(Ok(Message::Binary(_))) => Ok(Incoming::Binary),
+            Some(Ok(Message::Pong(_))) => Ok(Incoming::Pong),
+            Some(Ok(Message::Ping(_))) => Ok(Incoming::Nothing),
+        }
+    }
+
+    /// Sends the close frame `reason` calls for (best effort, briefly).
+    pub async fn close(&mut self, reason: CloseReason) {
+        if let Some((code, text)) = reason.close_frame() {
+            let frame = CloseFrame { code, reason: Utf8Bytes::from_static(text) };
+            let _ = timeout(CLOSE_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
+        }
+    }
+}
+
+/// Whether a read failed because the message or frame was over the limit.
+fn is_too_large(error: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source = error.source();
+    while let Some(e) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
