@@ -344,10 +344,10 @@ mod tests {
             // Every instance combines the same partials, received in a
             // different order, some of them a tick late (rotated).
             let mut results = Vec::new();
-            for shift in 0..partials.len() {
+            for (shift, swap) in order.iter().enumerate().take(partials.len()) {
                 let mut arrived = partials.clone();
                 arrived.rotate_left(shift);
-                let swap = order[shift].index(arrived.len());
+                let swap = swap.index(arrived.len());
                 arrived.swap(0, swap);
                 let mut combiner = Combiner::new(250.0);
                 for mut p in arrived {
