@@ -29,6 +29,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 /// How many phase reports may wait for a room before new ones are dropped.
 pub const REPORT_QUEUE: usize = 4096;
 
+/// How long a clustered room waits for its love total before opening.
+const CLUSTER_TOTAL_PATIENCE: Duration = Duration::from_secs(2);
+
 /// The bpm a room beats at before anyone has reported.
 pub const RESTING_BPM: f64 = 72.0;
 
@@ -178,10 +181,17 @@ pub fn spawn(
         let mut room = room;
         // Joins wait in the channel until the total is known, so no one
         // sees this room without its love.
-        match love.total(name.clone()).await {
-            Ok(total) => room.last.love = total,
-            Err(error) => {
+        // Clustered, love is in Redis, which may be away: the room opens
+        // without its total rather than keep its first members waiting (the
+        // other instances' partials and the next ack bring it in).
+        let patience = if room.cluster.is_some() { CLUSTER_TOTAL_PATIENCE } else { Duration::MAX };
+        match tokio::time::timeout(patience, love.total(name.clone())).await {
+            Ok(Ok(total)) => room.last.love = total,
+            Ok(Err(error)) => {
                 tracing::error!(room = %name, %error, "cannot read the room's love total")
+            }
+            Err(_) => {
+                tracing::warn!(room = %name, "the room's love total is late; opening without it")
             }
         }
         room.run(control_rx, report_rx, consensus_tx).await;

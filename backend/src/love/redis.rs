@@ -235,10 +235,18 @@ impl LoveBackend for RedisLove {
     }
 
     fn total(&mut self, room: &RoomName) -> Result<u64, StoreError> {
-        let total: Option<u64> = self.with_retry(|connection, _| {
-            redis::cmd("HGET").arg(TOTALS).arg(room.as_str()).query(connection)
-        })?;
-        Ok(total.unwrap_or(0))
+        // One attempt: a room opening while Redis is away opens without its
+        // total rather than wait a minute.
+        let connection = connect(&self.client, &mut self.connection, CALL_TIMEOUT)?;
+        let total: Result<Option<u64>, _> =
+            redis::cmd("HGET").arg(TOTALS).arg(room.as_str()).query(connection);
+        match total {
+            Ok(total) => Ok(total.unwrap_or(0)),
+            Err(error) => {
+                self.connection = None;
+                Err(error.into())
+            }
+        }
     }
 
     fn check_writable(&mut self) -> Result<(), StoreError> {
