@@ -29,6 +29,10 @@ pub struct Plan {
     pub start_phase: f64,
     /// Love taps a second (0: none); each tap is one `love` message.
     pub taps_per_s: f64,
+    /// Which `--url` it connects to, for the cross-instance agreement.
+    pub instance: usize,
+    /// Whether there are several instances to compare.
+    pub compare: bool,
 }
 
 /// Milliseconds since the Unix epoch: on one machine, the server's clock.
@@ -115,6 +119,9 @@ pub async fn run(
                         continue;
                     };
                     record_tick(&stats, &measuring, &mut last_seq, c.seq, c.at);
+                    if plan.compare && measuring.load(Ordering::Relaxed) {
+                        stats.agreement.record(plan.instance, c.seq, c.phase, c.coherence);
+                    }
                     continue;
                 }
                 match ServerMessage::parse(text.as_str()) {
@@ -145,11 +152,13 @@ pub async fn run(
 /// How every consensus frame begins (serde writes the tag first).
 const CONSENSUS_PREFIX: &str = r#"{"type":"consensus","#;
 
-/// The two fields of a consensus the benchmark measures.
+/// The fields of a consensus the benchmark measures.
 #[derive(serde::Deserialize)]
 struct Tick {
     seq: u64,
     at: f64,
+    phase: f64,
+    coherence: f64,
 }
 
 /// Counts one consensus (`seq`, `at`): its delay and any gap before it,

@@ -11,6 +11,11 @@
 //! measured window of `--duration` (tick delay, missed ticks, deliveries per
 //! server CPU-second), then every client closes. A live line on stderr shows
 //! progress; with `--json` the last line on stdout is one JSON object.
+//!
+//! Several instances sharing rooms through Redis: give every one's URL
+//! (`--url ws://a:8081,ws://b:8082`); clients are spread round robin, the
+//! server numbers are summed over the instances, and the report says
+//! whether clients on different instances got the same consensus per seq.
 
 mod client;
 mod server;
@@ -28,9 +33,10 @@ use std::time::{Duration, Instant};
 #[derive(Parser, Debug)]
 #[command(name = "heartsync-bench", version)]
 struct Args {
-    /// The server's base WebSocket URL.
-    #[arg(long, default_value = "ws://127.0.0.1:8080")]
-    url: String,
+    /// The server's base WebSocket URL; several (repeated or
+    /// comma-separated) spread the clients round robin over instances.
+    #[arg(long, default_value = "ws://127.0.0.1:8080", value_delimiter = ',')]
+    url: Vec<String>,
     /// How many clients to open.
     #[arg(long, default_value_t = 100)]
     clients: usize,
@@ -100,20 +106,29 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let base = args.url.trim_end_matches('/').to_owned();
-    let host = base
-        .strip_prefix("ws://")
-        .context("--url must start with ws:// (the benchmark speaks plain WebSocket)")?;
-    let server: SocketAddr =
-        host.to_socket_addrs()?.next().with_context(|| format!("cannot resolve {host}"))?;
+    let mut bases = Vec::new();
+    let mut servers = Vec::new();
+    for url in &args.url {
+        let base = url.trim_end_matches('/').to_owned();
+        let host = base
+            .strip_prefix("ws://")
+            .context("--url must start with ws:// (the benchmark speaks plain WebSocket)")?;
+        let server: SocketAddr =
+            host.to_socket_addrs()?.next().with_context(|| format!("cannot resolve {host}"))?;
+        bases.push(base);
+        servers.push(server);
+    }
+    if servers.is_empty() {
+        bail!("give at least one --url");
+    }
     let sources = args.sources.unwrap_or_else(|| (args.clients / 20_000 + 1).min(250) as u8).max(1);
     let stats = Arc::new(Stats::default());
     let measuring = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-    let baseline = server::scrape(server).await.ok();
+    let baseline = server::scrape_all(&servers).await.ok();
     if baseline.is_none() {
-        eprintln!("note: no /metrics at {server}; server CPU and memory will not be reported");
+        eprintln!("note: no /metrics at {servers:?}; server CPU and memory will not be reported");
     }
 
     // Progress.
@@ -156,8 +171,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::time::sleep_until(ramp_started + gap.mul_f64(i as f64)).await;
         let room = format!("{}-{}", args.room_prefix, i % args.rooms.max(1));
         let plan = client::Plan {
-            url: format!("{base}/ws/{room}?client_id=bench-{i:08}"),
-            server,
+            url: format!("{}/ws/{room}?client_id=bench-{i:08}", bases[i % bases.len()]),
+            server: servers[i % servers.len()],
+            instance: i % servers.len(),
+            compare: servers.len() > 1,
             source: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(sources)) as u8)),
             report: !args.idle,
             start_phase: (i as f64 * 0.618_033_988_7).fract(),
@@ -179,14 +196,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(args.settle).await;
 
     // Measure.
-    let before = server::scrape(server).await.ok();
+    let before = server::scrape_all(&servers).await.ok();
     let connected = stats.connected.load(Ordering::Relaxed);
     measuring.store(true, Ordering::Relaxed);
     let window = Instant::now();
     tokio::time::sleep(args.duration).await;
     measuring.store(false, Ordering::Relaxed);
     let window = window.elapsed();
-    let after = server::scrape(server).await.ok();
+    let after = server::scrape_all(&servers).await.ok();
 
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
@@ -231,6 +248,10 @@ struct Report {
     server_cpu_share: Option<f64>,
     server_rss_bytes: Option<f64>,
     server_rss_growth_per_client_bytes: Option<f64>,
+    instances: usize,
+    /// Cross-instance comparisons of one seq, how many differed, and the
+    /// largest |Δψ| in beats.
+    agreement: (u64, u64, f64),
 }
 
 impl Report {
@@ -284,6 +305,12 @@ impl Report {
             server_cpu_share: cpu_share,
             server_rss_bytes: rss,
             server_rss_growth_per_client_bytes: growth,
+            instances: args.url.len(),
+            agreement: (
+                stats.agreement.compared.load(Ordering::Relaxed),
+                stats.agreement.differing.load(Ordering::Relaxed),
+                stats.agreement.max_dphase_micro.load(Ordering::Relaxed) as f64 / 1e6,
+            ),
         }
     }
 
@@ -320,6 +347,13 @@ impl Report {
             opt(self.deliveries_per_server_cpu_s, ""),
             self.server_cpu_share.map_or("n/a".into(), |s| format!("{:.0}%", s * 100.0))
         );
+        if self.instances > 1 {
+            let (compared, differing, max) = self.agreement;
+            println!(
+                "agreement          {} instances: {compared} cross-instance comparisons of one seq, {differing} differed, max |dpsi| {max} beat",
+                self.instances
+            );
+        }
         println!(
             "server memory      RSS {}  growth per client {}",
             opt(self.server_rss_bytes.map(|b| b / 1024.0 / 1024.0), " MiB"),
@@ -353,6 +387,10 @@ impl Report {
             "server_cpu_share": self.server_cpu_share,
             "server_rss_bytes": self.server_rss_bytes,
             "server_rss_growth_per_client_bytes": self.server_rss_growth_per_client_bytes,
+            "instances": self.instances,
+            "agreement_compared": self.agreement.0,
+            "agreement_differing": self.agreement.1,
+            "agreement_max_dphase": self.agreement.2,
         })
     }
 }

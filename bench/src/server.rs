@@ -35,3 +35,16 @@ pub async fn scrape(server: SocketAddr) -> anyhow::Result<Sample> {
         consensus_sent: value(r#"heartsync_messages_sent_total{type="consensus"}"#).unwrap_or(0.0),
     })
 }
+
+/// Scrapes every server and adds their numbers up (several instances are
+/// one service: CPU, memory and deliveries of all of them together).
+pub async fn scrape_all(servers: &[SocketAddr]) -> anyhow::Result<Sample> {
+    let mut total = Sample { cpu_seconds: 0.0, rss_bytes: 0.0, consensus_sent: 0.0 };
+    for &server in servers {
+        let one = scrape(server).await?;
+        total.cpu_seconds += one.cpu_seconds;
+        total.rss_bytes += one.rss_bytes;
+        total.consensus_sent += one.consensus_sent;
+    }
+    Ok(total)
+}

@@ -7,6 +7,8 @@
 //! atomic buckets at 0.1 ms resolution is lock-free, 160 KiB in all, and
 //! exact enough for millisecond percentiles.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bucket width, in milliseconds.
@@ -101,6 +103,44 @@ pub struct Stats {
     /// Connections the server closed, by close code (index: code − 1000,
     /// clamped to the array).
     pub closes: [AtomicU64; 16],
+    /// With several `--url`s: whether the instances agree on each tick.
+    pub agreement: Agreement,
+}
+
+/// Whether clients on different instances got the same consensus for the
+/// same `seq`: the first one seen for each seq is kept, and every later one
+/// from another instance is compared with it, bit for bit.
+#[derive(Default)]
+pub struct Agreement {
+    /// seq → (instance, phase bits, coherence bits) of the first seen. A
+    /// lock, not atomics: it is taken once per received tick, only while
+    /// measuring, and only with several instances.
+    first: Mutex<HashMap<u64, (usize, u64, u64)>>,
+    /// Comparisons between two different instances' broadcasts of one seq.
+    pub compared: AtomicU64,
+    /// Of those, how many differed.
+    pub differing: AtomicU64,
+    /// The largest |Δψ| seen, in millionths of a beat.
+    pub max_dphase_micro: AtomicU64,
+}
+
+impl Agreement {
+    /// Records instance `instance`'s consensus for `seq`.
+    pub fn record(&self, instance: usize, seq: u64, phase: f64, coherence: f64) {
+        let (phase_bits, coherence_bits) = (phase.to_bits(), coherence.to_bits());
+        let mut first = self.first.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (from, p, c) = *first.entry(seq).or_insert((instance, phase_bits, coherence_bits));
+        drop(first);
+        if from == instance {
+            return;
+        }
+        self.compared.fetch_add(1, Ordering::Relaxed);
+        if (p, c) != (phase_bits, coherence_bits) {
+            self.differing.fetch_add(1, Ordering::Relaxed);
+            let d = shared::phase::difference(f64::from_bits(p), phase).abs();
+            self.max_dphase_micro.fetch_max((d * 1e6).round() as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Stats {
@@ -125,6 +165,18 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agreement_compares_only_across_instances() {
+        let a = Agreement::default();
+        a.record(0, 7, 0.25, 0.9);
+        a.record(0, 7, 0.5, 0.9);
+        a.record(1, 7, 0.25, 0.9);
+        a.record(2, 7, 0.2501, 0.9);
+        assert_eq!(a.compared.load(Ordering::Relaxed), 2);
+        assert_eq!(a.differing.load(Ordering::Relaxed), 1);
+        assert_eq!(a.max_dphase_micro.load(Ordering::Relaxed), 100);
+    }
 
     #[test]
     fn quantiles_of_a_uniform_spread() {
