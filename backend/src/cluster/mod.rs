@@ -180,7 +180,9 @@ impl Cluster {
             .map_err(|_| unreachable("no answer".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
 
-        let metrics = cluster_metrics();
+        // Registers the cluster's metrics, then labels this instance. The
+        // label is `instance_id`, since Prometheus sets `instance` itself.
+        let _ = cluster_metrics();
         gauge!("heartsync_instance_info", "instance_id" => id.clone()).set(1.0);
         let (publish, queue) = mpsc::channel(PUBLISH_QUEUE);
         let (changes, changes_rx) = mpsc::unbounded_channel();
@@ -190,7 +192,6 @@ impl Cluster {
             up: AtomicBool::new(false),
         });
         routes.set_up(true);
-        metrics.redis_up.set(1.0);
         let stop = CancellationToken::new();
         tokio::spawn(publish_loop(manager, queue, stop.clone()));
         tokio::spawn(subscribe_loop(
