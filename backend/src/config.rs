@@ -5,7 +5,8 @@
 //! operators get.
 
 use clap::Parser;
-use std::net::SocketAddr;
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,7 +50,9 @@ pub struct Config {
     #[arg(long, env = "HEARTSYNC_PONG_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub pong_timeout: Duration,
 
-    /// A connection whose socket stays unwritable this long is closed.
+    /// A connection (WebSocket or HTTP) whose socket stays unwritable this
+    /// long is closed: a client that stops reading cannot hold a descriptor
+    /// and kernel buffers for ever.
     #[arg(long, env = "HEARTSYNC_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
 
@@ -64,6 +67,24 @@ pub struct Config {
     /// Most new WebSocket connections per second (also the burst); over it, 503.
     #[arg(long, env = "HEARTSYNC_MAX_ACCEPT_RATE", default_value_t = 1000)]
     pub max_accept_rate: u32,
+
+    /// Most open WebSocket connections from one client address (an IPv6
+    /// client is its /64); over it, upgrades get 429. People behind one NAT
+    /// share an address: raise it for an event where a crowd shares one.
+    #[arg(long, env = "HEARTSYNC_MAX_CONNECTIONS_PER_IP", default_value_t = 200)]
+    pub max_connections_per_ip: usize,
+
+    /// A proxy (an address or a CIDR network, repeatable) whose
+    /// `X-Forwarded-For` names the client; from any other peer the header
+    /// is ignored, since anyone can send it.
+    #[arg(long = "trusted-proxy", env = "HEARTSYNC_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Most open HTTP connections (page, assets, health checks, upgrades not
+    /// yet upgraded); over it, a new connection gets a bare 503 and is closed.
+    /// WebSockets count under `--max-connections` instead.
+    #[arg(long, env = "HEARTSYNC_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
+    pub max_http_connections: usize,
 
     /// Messages per second each connection may send (token bucket refill).
     #[arg(long, env = "HEARTSYNC_MESSAGE_RATE", default_value_t = 20)]
@@ -89,6 +110,13 @@ pub struct Config {
     /// `https://heartsync.example`. The server's own origin is always allowed.
     #[arg(long = "allowed-origin", env = "HEARTSYNC_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// The site's real origin as browsers see it (repeatable), e.g.
+    /// `https://heartsync.example`. When given, a browser's `Origin` must be
+    /// one of these (or an `--allowed-origin`), and the `Host` header, which
+    /// a DNS-rebinding page controls, is no longer trusted.
+    #[arg(long = "public-origin", env = "HEARTSYNC_PUBLIC_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub public_origins: Vec<String>,
 
     /// On shutdown, WebSocket closes are spread over this long.
     #[arg(long, env = "HEARTSYNC_DRAIN", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -134,10 +162,82 @@ pub enum LogFormat {
     Json,
 }
 
+/// A trusted proxy: a CIDR network (`10.0.0.0/8`) or one address.
+fn parse_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is neither an IP address nor a CIDR network"))
+}
+
+/// An origin as a browser serializes it: `scheme://host[:port]`, lower
+/// case, no path.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let origin = text.trim().trim_end_matches('/').to_ascii_lowercase();
+    let bad = || format!("{text:?} is not an origin like https://heartsync.example");
+    let (scheme, host) = origin.split_once("://").ok_or_else(bad)?;
+    let plain_host = !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']);
+    if matches!(scheme, "http" | "https") && plain_host { Ok(origin) } else { Err(bad()) }
+}
+
 impl Default for Config {
     /// What the binary runs with when given no flags (the `HEARTSYNC_*`
     /// environment variables still apply, as they do to the binary).
     fn default() -> Self {
         Config::parse_from(["heartsync"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hostile_input_limits_have_defaults_and_flags() {
+        let defaults = Config::default();
+        assert_eq!(defaults.max_connections_per_ip, 200);
+        assert_eq!(defaults.max_http_connections, 1024);
+        assert!(defaults.trusted_proxies.is_empty() && defaults.public_origins.is_empty());
+        let config = Config::try_parse_from([
+            "heartsync",
+            "--max-connections-per-ip",
+            "5",
+            "--max-http-connections",
+            "64",
+            "--trusted-proxy",
+            "10.0.0.0/8,127.0.0.1",
+            "--public-origin",
+            "https://Heartsync.example/",
+            "--public-origin",
+            "http://localhost:8080",
+        ])
+        .expect("valid flags");
+        assert_eq!(config.max_connections_per_ip, 5);
+        assert_eq!(config.max_http_connections, 64);
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(config.public_origins, ["https://heartsync.example", "http://localhost:8080"]);
+        let bad = Config::try_parse_from(["heartsync", "--trusted-proxy", "nginx"]);
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        assert_eq!(parse_network("127.0.0.1"), Ok("127.0.0.1/32".parse().expect("a network")));
+        assert_eq!(parse_network(" 10.0.0.0/8"), Ok("10.0.0.0/8".parse().expect("a network")));
+        assert_eq!(parse_network("::1"), Ok("::1/128".parse().expect("a network")));
+        assert!(parse_network("nginx").is_err());
+    }
+
+    #[test]
+    fn public_origins_are_normalized_and_checked() {
+        let check = |text: &str, expected: Option<&str>| {
+            assert_eq!(parse_origin(text).ok().as_deref(), expected, "{text}");
+        };
+        check("https://Heartsync.example/", Some("https://heartsync.example"));
+        check("http://127.0.0.1:8080", Some("http://127.0.0.1:8080"));
+        check("heartsync.example", None);
+        check("ftp://heartsync.example", None);
+        check("https://heartsync.example/room", None);
+        check("https://", None);
     }
 }

@@ -110,7 +110,11 @@ impl AppState {
             rooms: Rooms::new(timing, tracker.clone(), love.clone(), clock, cluster.clone()),
             cluster,
             love,
-            limits: ConnectionLimits::new(config.max_connections, config.max_accept_rate),
+            limits: ConnectionLimits::new(
+                config.max_connections,
+                config.max_accept_rate,
+                config.max_connections_per_ip,
+            ),
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
             tracker,

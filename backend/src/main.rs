@@ -1,13 +1,28 @@
 //! The `heartsync` binary: parse flags, set up logging, bind, serve until
 //! SIGTERM or Ctrl-C. Everything else lives in the library.
+//!
+//! `heartsync healthcheck [--url URL]` instead asks a running server's
+//! `/livez` and exits 0 or 1 (the container's health check; see
+//! `healthcheck.rs`). It is looked for before the server's flags are parsed,
+//! so every server flag works exactly as without it.
+
+mod healthcheck;
 
 use anyhow::Context;
 use backend::{Config, LogFormat};
 use clap::Parser;
+use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
+fn main() -> anyhow::Result<ExitCode> {
+    if std::env::args_os().nth(1).is_some_and(|command| command == "healthcheck") {
+        return Ok(healthcheck::main(std::env::args_os().skip(1)));
+    }
+    serve().map(|()| ExitCode::SUCCESS)
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn serve() -> anyhow::Result<()> {
     let config = Config::parse();
     init_logging(&config)?;
     raise_fd_limit();

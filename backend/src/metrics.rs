@@ -74,6 +74,13 @@ pub struct Metrics {
     pub love_taps: Counter,
     /// From receiving a love message to its ack being ready.
     pub love_ack: Histogram,
+    /// HTTP connections open now (WebSockets count apart once upgraded).
+    pub http_connections_open: Gauge,
+    /// TCP connections refused at `--max-http-connections`.
+    pub http_connections_refused: Counter,
+    /// HTTP connections closed because a response stayed unwritable for
+    /// `--write-timeout` (a client that does not read).
+    pub http_write_timeouts: Counter,
     handle: PrometheusHandle,
     process: metrics_process::Collector,
 }
@@ -137,6 +144,9 @@ fn install() -> Metrics {
         room_coherence: histogram!("heartsync_room_coherence"),
         love_taps: counter!("heartsync_love_taps_total"),
         love_ack: histogram!("heartsync_love_ack_seconds"),
+        http_connections_open: gauge!("heartsync_http_connections_open"),
+        http_connections_refused: counter!("heartsync_http_connections_refused_total"),
+        http_write_timeouts: counter!("heartsync_http_write_timeouts_total"),
         handle,
         process,
     }
@@ -200,6 +210,18 @@ fn describe() {
         "heartsync_love_ack_seconds",
         Unit::Seconds,
         "Time from receiving a love message to its durable ack."
+    );
+    describe_gauge!(
+        "heartsync_http_connections_open",
+        "HTTP connections open now (not counting upgraded WebSockets)."
+    );
+    describe_counter!(
+        "heartsync_http_connections_refused_total",
+        "TCP connections refused with 503 at the HTTP connection cap."
+    );
+    describe_counter!(
+        "heartsync_http_write_timeouts_total",
+        "HTTP connections closed because a response stayed unwritable for the write timeout."
     );
 }
 

@@ -33,7 +33,7 @@ pub const REPORT_QUEUE: usize = 4096;
 const CLUSTER_TOTAL_PATIENCE: Duration = Duration::from_secs(2);
 
 /// The bpm a room beats at before anyone has reported.
-pub const RESTING_BPM: f64 = 72.0;
+pub use shared::client::RESTING_BPM;
 
 /// Identifies one connection within the server.
 pub type ConnId = u64;

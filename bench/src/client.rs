@@ -4,11 +4,12 @@
 
 use crate::stats::Stats;
 use futures_util::{SinkExt, StreamExt};
+use shared::clock::system_now_ms as now_ms;
 use shared::{ClientMessage, PhaseReport, ServerMessage};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
@@ -29,15 +30,6 @@ pub struct Plan {
     pub start_phase: f64,
     /// Love taps a second (0: none); each tap is one `love` message.
     pub taps_per_s: f64,
-    /// Which `--url` it connects to, for the cross-instance agreement.
-    pub instance: usize,
-    /// Whether there are several instances to compare.
-    pub compare: bool,
-}
-
-/// Milliseconds since the Unix epoch: on one machine, the server's clock.
-pub fn now_ms() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 /// Runs one client until `stop` turns true. Measurements go to `stats`;
@@ -62,7 +54,7 @@ pub async fn run(
     let first = period.mul_f64(plan.start_phase);
     let mut reports = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
     reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let bpm = 72.0;
+    let bpm = shared::client::RESTING_BPM;
     let epoch = now_ms();
     let mut last_seq: Option<u64> = None;
     let tapping = plan.taps_per_s > 0.0;
@@ -83,7 +75,7 @@ pub async fn run(
             }
             _ = reports.tick(), if plan.report => {
                 let at = now_ms();
-                let phase = shared::wrap(plan.start_phase + bpm / 60.0 * (at - epoch) / 1000.0);
+                let phase = shared::project(plan.start_phase, bpm, epoch, at);
                 let report = ClientMessage::Phase(PhaseReport { phase, bpm, at });
                 if socket.send(Message::text(report.to_json())).await.is_err() {
                     break;
@@ -119,9 +111,6 @@ pub async fn run(
                         continue;
                     };
                     record_tick(&stats, &measuring, &mut last_seq, c.seq, c.at);
-                    if plan.compare && measuring.load(Ordering::Relaxed) {
-                        stats.agreement.record(plan.instance, c.seq, c.phase, c.coherence);
-                    }
                     continue;
                 }
                 match ServerMessage::parse(text.as_str()) {
@@ -152,13 +141,11 @@ pub async fn run(
 /// How every consensus frame begins (serde writes the tag first).
 const CONSENSUS_PREFIX: &str = r#"{"type":"consensus","#;
 
-/// The fields of a consensus the benchmark measures.
+/// The two fields of a consensus the benchmark measures.
 #[derive(serde::Deserialize)]
 struct Tick {
     seq: u64,
     at: f64,
-    phase: f64,
-    coherence: f64,
 }
 
 /// Counts one consensus (`seq`, `at`): its delay and any gap before it,

@@ -1,12 +1,20 @@
-//! Reading the server's own numbers from its `/metrics`.
+//! Reading the server's own numbers from its `/metrics`, with a real HTTP
+//! client (hyper-util's) and a real Prometheus text parser.
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use prometheus_parse::{Scrape, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long one scrape may take.
+const SCRAPE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The few server metrics a run compares before and after.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
     /// `process_cpu_seconds_total`.
     pub cpu_seconds: f64,
@@ -18,33 +26,71 @@ pub struct Sample {
 
 /// Scrapes `/metrics` from `server`.
 pub async fn scrape(server: SocketAddr) -> anyhow::Result<Sample> {
-    let mut stream = tokio::net::TcpStream::connect(server).await?;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await??;
-    let text = String::from_utf8_lossy(&response);
-    let value = |name: &str| -> anyhow::Result<f64> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .with_context(|| format!("{name} missing from /metrics"))
+    let url = format!("http://{server}/metrics");
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let exchange = async {
+        let response = client.get(url.parse()?).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!("GET {url} answered {status}: {}", String::from_utf8_lossy(&body));
+        }
+        anyhow::Ok(body)
     };
+    let body = tokio::time::timeout(SCRAPE_PATIENCE, exchange)
+        .await
+        .with_context(|| format!("GET {url} took over {SCRAPE_PATIENCE:?}"))??;
+    let text = std::str::from_utf8(&body).with_context(|| format!("{url} is not UTF-8"))?;
+    parse(text).with_context(|| format!("reading {url}"))
+}
+
+/// Picks the sample's numbers out of Prometheus text.
+fn parse(text: &str) -> anyhow::Result<Sample> {
+    let scrape = Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))
+        .context("not Prometheus text")?;
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        scrape.samples.iter().find_map(|sample| {
+            let matches = sample.metric == name
+                && sample.labels.len() == labels.len()
+                && labels.iter().all(|(key, value)| sample.labels.get(key) == Some(*value));
+            match sample.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) if matches => Some(v),
+                _ => None,
+            }
+        })
+    };
+    let required = |name: &str| value(name, &[]).with_context(|| format!("no {name}"));
     Ok(Sample {
-        cpu_seconds: value("process_cpu_seconds_total")?,
-        rss_bytes: value("process_resident_memory_bytes")?,
-        consensus_sent: value(r#"heartsync_messages_sent_total{type="consensus"}"#).unwrap_or(0.0),
+        cpu_seconds: required("process_cpu_seconds_total")?,
+        rss_bytes: required("process_resident_memory_bytes")?,
+        // Exported only once the first consensus has gone out.
+        consensus_sent: value("heartsync_messages_sent_total", &[("type", "consensus")])
+            .unwrap_or(0.0),
     })
 }
 
-/// Scrapes every server and adds their numbers up (several instances are
-/// one service: CPU, memory and deliveries of all of them together).
-pub async fn scrape_all(servers: &[SocketAddr]) -> anyhow::Result<Sample> {
-    let mut total = Sample { cpu_seconds: 0.0, rss_bytes: 0.0, consensus_sent: 0.0 };
-    for &server in servers {
-        let one = scrape(server).await?;
-        total.cpu_seconds += one.cpu_seconds;
-        total.rss_bytes += one.rss_bytes;
-        total.consensus_sent += one.consensus_sent;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_three_numbers_from_prometheus_text() {
+        let text = "# TYPE process_cpu_seconds_total counter\n\
+                    process_cpu_seconds_total 1.5\n\
+                    # TYPE process_resident_memory_bytes gauge\n\
+                    process_resident_memory_bytes 2e7\n\
+                    # TYPE heartsync_messages_sent_total counter\n\
+                    heartsync_messages_sent_total{type=\"welcome\"} 3\n\
+                    heartsync_messages_sent_total{type=\"consensus\"} 42\n";
+        let sample = parse(text).expect("parses");
+        assert_eq!(sample, Sample { cpu_seconds: 1.5, rss_bytes: 2e7, consensus_sent: 42.0 });
     }
-    Ok(total)
+
+    #[test]
+    fn consensus_is_zero_before_the_first_and_process_metrics_are_required() {
+        let text = "process_cpu_seconds_total 1\nprocess_resident_memory_bytes 2\n";
+        assert_eq!(parse(text).expect("parses").consensus_sent, 0.0);
+        let error = parse("process_cpu_seconds_total 1\n").expect_err("no rss");
+        assert!(format!("{error:#}").contains("process_resident_memory_bytes"), "{error:#}");
+    }
 }

@@ -1,5 +1,8 @@
 //! Shared measurements: a histogram every client task records into
-//! concurrently, and counters.
+//! concurrently, and counters; their snapshots, which generator processes
+//! hand to the bench that spawned them and which merge bucket by bucket
+//! (never by averaging percentiles); and a server process's CPU time and
+//! memory, read from `/proc` the same way for heartsync and for the floor.
 //!
 //! Written here rather than taken from `hdrhistogram`: thousands of tasks
 //! record at once, and hdrhistogram needs one histogram per recorder
@@ -7,8 +10,8 @@
 //! atomic buckets at 0.1 ms resolution is lock-free, 160 KiB in all, and
 //! exact enough for millisecond percentiles.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bucket width, in milliseconds.
@@ -71,6 +74,38 @@ impl Histogram {
         }
         self.max()
     }
+
+    /// The non-empty buckets and the maximum, to send to another process.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let buckets = self
+            .buckets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                let n = b.load(Ordering::Relaxed);
+                (n > 0).then_some((i as u32, n))
+            })
+            .collect();
+        HistogramSnapshot { buckets, max_us: self.max_us.load(Ordering::Relaxed) }
+    }
+
+    /// Adds another histogram's records to this one, bucket by bucket.
+    pub fn add(&self, other: &HistogramSnapshot) {
+        for &(index, n) in &other.buckets {
+            let index = (index as usize).min(BUCKETS - 1);
+            self.buckets[index].fetch_add(n, Ordering::Relaxed);
+            self.count.fetch_add(n, Ordering::Relaxed);
+        }
+        self.max_us.fetch_max(other.max_us, Ordering::Relaxed);
+    }
+}
+
+/// A histogram's records, sparse: `(bucket, count)` for every non-empty
+/// bucket, and the maximum in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistogramSnapshot {
+    buckets: Vec<(u32, u64)>,
+    max_us: u64,
 }
 
 /// Everything the clients count.
@@ -103,44 +138,6 @@ pub struct Stats {
     /// Connections the server closed, by close code (index: code − 1000,
     /// clamped to the array).
     pub closes: [AtomicU64; 16],
-    /// With several `--url`s: whether the instances agree on each tick.
-    pub agreement: Agreement,
-}
-
-/// Whether clients on different instances got the same consensus for the
-/// same `seq`: the first one seen for each seq is kept, and every later one
-/// from another instance is compared with it, bit for bit.
-#[derive(Default)]
-pub struct Agreement {
-    /// seq → (instance, phase bits, coherence bits) of the first seen. A
-    /// lock, not atomics: it is taken once per received tick, only while
-    /// measuring, and only with several instances.
-    first: Mutex<HashMap<u64, (usize, u64, u64)>>,
-    /// Comparisons between two different instances' broadcasts of one seq.
-    pub compared: AtomicU64,
-    /// Of those, how many differed.
-    pub differing: AtomicU64,
-    /// The largest |Δψ| seen, in millionths of a beat.
-    pub max_dphase_micro: AtomicU64,
-}
-
-impl Agreement {
-    /// Records instance `instance`'s consensus for `seq`.
-    pub fn record(&self, instance: usize, seq: u64, phase: f64, coherence: f64) {
-        let (phase_bits, coherence_bits) = (phase.to_bits(), coherence.to_bits());
-        let mut first = self.first.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (from, p, c) = *first.entry(seq).or_insert((instance, phase_bits, coherence_bits));
-        drop(first);
-        if from == instance {
-            return;
-        }
-        self.compared.fetch_add(1, Ordering::Relaxed);
-        if (p, c) != (phase_bits, coherence_bits) {
-            self.differing.fetch_add(1, Ordering::Relaxed);
-            let d = shared::phase::difference(f64::from_bits(p), phase).abs();
-            self.max_dphase_micro.fetch_max((d * 1e6).round() as u64, Ordering::Relaxed);
-        }
-    }
 }
 
 impl Stats {
@@ -160,23 +157,155 @@ impl Stats {
             .filter(|(_, n)| *n > 0)
             .collect()
     }
+
+    /// Everything counted so far, to send to another process.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            connect_ms: self.connect_ms.snapshot(),
+            tick_delay_ms: self.tick_delay_ms.snapshot(),
+            love_ack_ms: self.love_ack_ms.snapshot(),
+            connected: load(&self.connected),
+            connect_failures: load(&self.connect_failures),
+            refused: load(&self.refused),
+            last_refusal: load(&self.last_refusal),
+            consensus_received: load(&self.consensus_received),
+            messages_received: load(&self.messages_received),
+            taps_acked: load(&self.taps_acked),
+            ticks_missed: load(&self.ticks_missed),
+            errors: load(&self.errors),
+            closes: self.closes.iter().map(load).collect(),
+        }
+    }
+
+    /// Adds another process's counts to these: histograms bucket by bucket,
+    /// counters summed.
+    pub fn add(&self, other: &StatsSnapshot) {
+        let add = |c: &AtomicU64, n: u64| {
+            c.fetch_add(n, Ordering::Relaxed);
+        };
+        self.connect_ms.add(&other.connect_ms);
+        self.tick_delay_ms.add(&other.tick_delay_ms);
+        self.love_ack_ms.add(&other.love_ack_ms);
+        add(&self.connected, other.connected);
+        add(&self.connect_failures, other.connect_failures);
+        add(&self.refused, other.refused);
+        if other.last_refusal != 0 {
+            self.last_refusal.store(other.last_refusal, Ordering::Relaxed);
+        }
+        add(&self.consensus_received, other.consensus_received);
+        add(&self.messages_received, other.messages_received);
+        add(&self.taps_acked, other.taps_acked);
+        add(&self.ticks_missed, other.ticks_missed);
+        add(&self.errors, other.errors);
+        for (mine, theirs) in self.closes.iter().zip(&other.closes) {
+            add(mine, *theirs);
+        }
+    }
+}
+
+/// [`Stats`] as plain numbers (see [`Stats::snapshot`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsSnapshot {
+    connect_ms: HistogramSnapshot,
+    tick_delay_ms: HistogramSnapshot,
+    love_ack_ms: HistogramSnapshot,
+    connected: u64,
+    connect_failures: u64,
+    refused: u64,
+    last_refusal: u64,
+    consensus_received: u64,
+    messages_received: u64,
+    taps_acked: u64,
+    ticks_missed: u64,
+    errors: u64,
+    closes: Vec<u64>,
+}
+
+/// A process's CPU time and memory at one moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessSample {
+    /// User plus system time of all its threads, live and exited.
+    pub cpu_seconds: f64,
+    /// Resident set size.
+    pub rss_bytes: f64,
+}
+
+/// Clock ticks per second in `/proc/<pid>/stat`: `USER_HZ`, which Linux
+/// fixes at 100 for user space on every architecture (reading
+/// `sysconf(_SC_CLK_TCK)` would take `unsafe`, which the workspace forbids).
+const USER_HZ: f64 = 100.0;
+
+impl ProcessSample {
+    /// Reads `/proc/<pid>/stat` (utime + stime) and `/proc/<pid>/status`
+    /// (`VmRSS`).
+    pub fn read(pid: u32) -> std::io::Result<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        Self::parse(&stat, &status).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unexpected /proc/{pid}"))
+        })
+    }
+
+    fn parse(stat: &str, status: &str) -> Option<Self> {
+        // The command name (field 2) is in parentheses and may hold spaces:
+        // count fields from after its closing parenthesis, where field 3
+        // (state) is the first; utime and stime are fields 14 and 15.
+        let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+        let utime: f64 = fields.nth(11)?.parse().ok()?;
+        let stime: f64 = fields.next()?.parse().ok()?;
+        let rss_kib: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(Self { cpu_seconds: (utime + stime) / USER_HZ, rss_bytes: rss_kib * 1024.0 })
+    }
+}
+
+/// The process listening on `addr` on this machine, found the way `ss -p`
+/// finds it: the listening socket's inode in `/proc/net/tcp{,6}`, then the
+/// process holding a descriptor to that inode. `None` if there is none, or
+/// it cannot be seen.
+pub fn listening_pid(addr: SocketAddr) -> Option<u32> {
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .find_map(|table| listening_inode(&table, addr.port()))?;
+    let target = format!("socket:[{inode}]");
+    for process in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = process.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|link| link.as_os_str() == target.as_str()) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+/// The inode of the socket listening on `port` in a `/proc/net/tcp` table.
+fn listening_inode(table: &str, port: u16) -> Option<u64> {
+    const LISTEN: &str = "0A";
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local_port = fields.get(1)?.rsplit(':').next()?;
+        (u16::from_str_radix(local_port, 16).ok()? == port && *fields.get(3)? == LISTEN)
+            .then(|| fields.get(9)?.parse().ok())?
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn agreement_compares_only_across_instances() {
-        let a = Agreement::default();
-        a.record(0, 7, 0.25, 0.9);
-        a.record(0, 7, 0.5, 0.9);
-        a.record(1, 7, 0.25, 0.9);
-        a.record(2, 7, 0.2501, 0.9);
-        assert_eq!(a.compared.load(Ordering::Relaxed), 2);
-        assert_eq!(a.differing.load(Ordering::Relaxed), 1);
-        assert_eq!(a.max_dphase_micro.load(Ordering::Relaxed), 100);
-    }
 
     #[test]
     fn quantiles_of_a_uniform_spread() {
@@ -189,5 +318,73 @@ mod tests {
         assert!((h.quantile(0.99) - 990.0).abs() <= 0.2, "{}", h.quantile(0.99));
         assert_eq!(h.max(), 1000.0);
         assert_eq!(Histogram::default().quantile(0.5), 0.0);
+    }
+
+    #[test]
+    fn merged_snapshots_give_the_percentiles_of_all_records_together() {
+        // Two processes with very different delays: the merged p99 must be
+        // the p99 of the union, not the mean of the two p99s.
+        let (fast, slow, all) = (Histogram::default(), Histogram::default(), Histogram::default());
+        for i in 0..900 {
+            fast.record(1.0 + i as f64 * 0.01);
+            all.record(1.0 + i as f64 * 0.01);
+        }
+        for i in 0..100 {
+            slow.record(200.0 + i as f64);
+            all.record(200.0 + i as f64);
+        }
+        let merged = Histogram::default();
+        merged.add(&fast.snapshot());
+        merged.add(&slow.snapshot());
+        assert_eq!(merged.count(), 1000);
+        assert_eq!(merged.max(), all.max());
+        for q in [0.5, 0.9, 0.95, 0.99, 1.0] {
+            assert_eq!(merged.quantile(q), all.quantile(q), "q {q}");
+        }
+        let mean_of_p99s = (fast.quantile(0.99) + slow.quantile(0.99)) / 2.0;
+        assert!((merged.quantile(0.99) - mean_of_p99s).abs() > 50.0);
+    }
+
+    #[test]
+    fn stats_snapshots_survive_json_and_sum_their_counters() {
+        let (a, b) = (Stats::default(), Stats::default());
+        a.tick_delay_ms.record(5.0);
+        a.consensus_received.fetch_add(40, Ordering::Relaxed);
+        a.closed(1001);
+        b.tick_delay_ms.record(7.0);
+        b.consensus_received.fetch_add(2, Ordering::Relaxed);
+        b.ticks_missed.fetch_add(3, Ordering::Relaxed);
+        let total = Stats::default();
+        for stats in [&a, &b] {
+            let json = serde_json::to_string(&stats.snapshot()).expect("serializes");
+            total.add(&serde_json::from_str(&json).expect("parses"));
+        }
+        assert_eq!(total.tick_delay_ms.count(), 2);
+        assert_eq!(total.tick_delay_ms.max(), 7.0);
+        assert_eq!(total.consensus_received.load(Ordering::Relaxed), 42);
+        assert_eq!(total.ticks_missed.load(Ordering::Relaxed), 3);
+        assert_eq!(total.closes(), vec![(1001, 1)]);
+        assert_eq!(total.errors.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn proc_stat_and_status_give_cpu_seconds_and_rss() {
+        let stat = "4242 (heart sync) S 1 4242 4242 0 -1 4194560 1000 0 0 0 \
+                    250 130 0 0 20 0 9 0 12345 900000000 30000";
+        let status = "Name:\theartsync\nVmPeak:\t  999 kB\nVmRSS:\t  120000 kB\nThreads:\t9\n";
+        let sample = ProcessSample::parse(stat, status).expect("parses");
+        assert_eq!(sample.cpu_seconds, 3.8);
+        assert_eq!(sample.rss_bytes, 120_000.0 * 1024.0);
+        let me = ProcessSample::read(std::process::id()).expect("own /proc");
+        assert!(me.rss_bytes > 0.0);
+    }
+
+    #[test]
+    fn the_process_listening_on_a_port_is_found() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let addr = listener.local_addr().expect("addr");
+        assert_eq!(listening_pid(addr), Some(std::process::id()));
+        drop(listener);
+        assert_eq!(listening_pid(addr), None);
     }
 }

@@ -1,16 +1,18 @@
-//! Drawing: each animation frame steps the page's heart, draws it (with its
-//! ripple and the small hearts of love) on the canvas at the screen's pixel
-//! density, and publishes `window.__heartsync` for tests and the curious.
-//! [`Animation`] owns the requestAnimationFrame loop, the resize listener and
-//! a slow ticker that keeps the heart beating (and in step with the room)
-//! while the browser draws no frames, as in a background tab; dropping it
-//! stops all three.
+//! Drawing: each animation frame asks the session where the heart is (the
+//! session steps it: see [`Page::frame`]), draws it (with its ripple and the
+//! small hearts of love) on the canvas at the screen's pixel density, and
+//! publishes `window.__heartsync` for tests and the curious. [`paint`] is an
+//! async loop over gloo-render's animation frames; it ends when its future
+//! is dropped (the canvas component aborts it on cleanup), and with it the
+//! pending frame and the resize listener.
 
-use crate::browser::{self, Listener, Timer};
-use crate::connection::SharedPage;
+use crate::browser;
 use crate::heart::{self, Layout};
+use crate::page::{Beat, Page};
 use crate::particles::{Particles, Sender};
-use std::cell::{Cell, RefCell};
+use futures::channel::oneshot;
+use gloo_events::EventListener;
+use std::cell::Cell;
 use std::rc::Rc;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -22,104 +24,41 @@ const OUTLINE_POINTS: usize = 180;
 /// Points on a small heart's outline.
 const SMALL_OUTLINE_POINTS: usize = 24;
 
-/// How often the ticker looks whether frames are still being drawn (ms).
-const TICK_MS: f64 = 100.0;
-
-/// Without a frame for this long (ms), the ticker steps the heart itself.
-const FRAMELESS_MS: f64 = 250.0;
-
-/// The frame callback, shared between the loop and its owner.
-type FrameCallback = Rc<RefCell<Option<Closure<dyn FnMut()>>>>;
-
-/// A running requestAnimationFrame loop drawing on one canvas.
-pub struct Animation {
-    /// The id of the requested frame, to cancel it.
-    request: Rc<Cell<Option<i32>>>,
-    /// The frame callback; it reaches itself through a weak reference to
-    /// request the next frame, so dropping this ends the loop.
-    callback: FrameCallback,
-    _resize: Option<Listener>,
-    _ticker: Option<Timer>,
-}
-
-impl Animation {
-    /// Starts drawing `page` on `canvas`; `publish` is called after every
-    /// frame so the components can show what changed.
-    pub fn start(
-        canvas: HtmlCanvasElement,
-        page: SharedPage,
-        publish: Rc<dyn Fn()>,
-    ) -> Option<Self> {
-        let window = web_sys::window()?;
-        let context =
-            canvas.get_context("2d").ok().flatten()?.dyn_into::<CanvasRenderingContext2d>().ok()?;
-        let resized = Rc::new(Cell::new(true));
-        let resize = Listener::new(&window, "resize", {
-            let resized = resized.clone();
-            move |_| resized.set(true)
-        });
-        let painter = Rc::new(RefCell::new(Painter {
-            canvas,
-            context,
-            page,
-            publish,
-            resized,
-            size: (0.0, 0.0, 1.0),
-            outline: heart::outline(OUTLINE_POINTS),
-            small: heart::outline(SMALL_OUTLINE_POINTS),
-            particles: Particles::default(),
-            last: None,
-            frames: 0,
-        }));
-        let ticker = Timer::interval(TICK_MS, {
-            let painter = painter.clone();
-            move || {
-                if let Ok(mut painter) = painter.try_borrow_mut() {
-                    painter.tick();
-                }
-            }
-        });
-        let request = Rc::new(Cell::new(None));
-        let callback: FrameCallback = Rc::new(RefCell::new(None));
-        let this = Rc::downgrade(&callback);
-        let next = request.clone();
-        *callback.borrow_mut() = Some(Closure::<dyn FnMut()>::new(move || {
-            if let Ok(mut painter) = painter.try_borrow_mut() {
-                painter.frame();
-            }
-            if let Some(callback) = this.upgrade() {
-                next.set(request_frame(&callback));
-            }
-        }));
-        request.set(request_frame(&callback));
-        Some(Animation { request, callback, _resize: resize, _ticker: ticker })
+/// Draws the page's heart on `canvas` every animation frame, until dropped.
+pub async fn paint(canvas: HtmlCanvasElement, page: Page) {
+    let Some(mut painter) = Painter::new(canvas) else {
+        web_sys::console::error_1(&"heartsync: the canvas has no 2d context".into());
+        return;
+    };
+    let resized = Rc::new(Cell::new(true));
+    let _resize = web_sys::window().map(|window| {
+        let resized = resized.clone();
+        EventListener::new(&window, "resize", move |_| resized.set(true))
+    });
+    loop {
+        next_frame().await;
+        let now = browser::now();
+        let Some(beat) = page.frame(now) else {
+            return;
+        };
+        painter.frame(beat, now, resized.replace(false));
     }
 }
 
-fn request_frame(callback: &RefCell<Option<Closure<dyn FnMut()>>>) -> Option<i32> {
-    let window = web_sys::window()?;
-    let callback = callback.borrow();
-    window.request_animation_frame(callback.as_ref()?.as_ref().unchecked_ref()).ok()
+/// Resolves at the next animation frame; dropping it cancels the request.
+async fn next_frame() {
+    let (tx, rx) = oneshot::channel();
+    let _request = gloo_render::request_animation_frame(move |_| {
+        let _ = tx.send(());
+    });
+    // Only a cancelled request (the page going away) drops the sender.
+    let _ = rx.await;
 }
 
-impl Drop for Animation {
-    fn drop(&mut self) {
-        if let (Some(window), Some(id)) = (web_sys::window(), self.request.take()) {
-            // Cancelling a frame that already ran is harmless.
-            let _ = window.cancel_animation_frame(id);
-        }
-        self.callback.borrow_mut().take();
-    }
-}
-
-/// Everything one frame needs.
+/// Everything a frame is drawn with.
 struct Painter {
     canvas: HtmlCanvasElement,
     context: CanvasRenderingContext2d,
-    page: SharedPage,
-    publish: Rc<dyn Fn()>,
-    /// Set by the resize listener: size the backing store again.
-    resized: Rc<Cell<bool>>,
     /// The canvas's CSS width and height and the device pixel ratio the
     /// backing store was last sized for.
     size: (f64, f64, f64),
@@ -131,100 +70,46 @@ struct Painter {
     frames: u64,
 }
 
-/// What a frame learned from the page state.
-struct Beat {
-    phase: f64,
-    server_now: f64,
-    bpm: f64,
-    hearts: u32,
-    coherence: f64,
-    connected: bool,
-    love_total: u64,
-    love_sent: u64,
-    love_acked: u64,
-}
-
 impl Painter {
-    fn frame(&mut self) {
-        let now = browser::now();
+    fn new(canvas: HtmlCanvasElement) -> Option<Self> {
+        let context =
+            canvas.get_context("2d").ok().flatten()?.dyn_into::<CanvasRenderingContext2d>().ok()?;
+        Some(Self {
+            canvas,
+            context,
+            size: (0.0, 0.0, 1.0),
+            outline: heart::outline(OUTLINE_POINTS),
+            small: heart::outline(SMALL_OUTLINE_POINTS),
+            particles: Particles::default(),
+            last: None,
+            frames: 0,
+        })
+    }
+
+    /// Draws `beat` at local time `now`; `resized` says the window changed
+    /// size since the last frame.
+    fn frame(&mut self, beat: Beat, now: f64, resized: bool) {
         let dt = self.last.map_or(0.0, |last| (now - last) / 1000.0);
         self.last = Some(now);
-        let beat = self.step(now);
+        let mut random = browser::random;
+        if beat.bursts.0 > 0 {
+            self.particles.burst(clamp_u32(beat.bursts.0), Sender::Me, &mut random);
+        }
+        if beat.bursts.1 > 0 {
+            self.particles.burst(clamp_u32(beat.bursts.1), Sender::Others, &mut random);
+        }
         self.particles.step(dt);
-        self.fit();
+        self.fit(resized);
         self.draw(beat.phase);
         self.frames += 1;
         publish_state(&beat, self.frames);
-        (self.publish)();
-    }
-
-    /// Without animation frames (a hidden tab), keeps the heart stepping, so
-    /// its reports follow the room, and `window.__heartsync` current.
-    fn tick(&mut self) {
-        let now = browser::now();
-        if self.last.is_some_and(|last| now - last < FRAMELESS_MS) {
-            return;
-        }
-        let beat = self.step(now);
-        publish_state(&beat, self.frames);
-    }
-
-    /// Steps the heart to `now` and takes the love bursts to draw.
-    fn step(&mut self, now: f64) -> Beat {
-        let Ok(mut page) = self.page.try_borrow_mut() else {
-            // Never expected (nothing else runs during a frame), but a frame
-            // is not worth a panic.
-            return self.idle_beat(now);
-        };
-        let connected = page.link.is_connected();
-        let session = &mut page.session;
-        let server_now = session.clock.server_time(now);
-        let phase = session.heart.step(now, server_now);
-        let (mine, others) = session.take_bursts();
-        let view = session.view();
-        let beat = Beat {
-            phase,
-            // Before the first clock sync the page's own clock, close to Unix
-            // time, is the best guess of the server's.
-            server_now: server_now.unwrap_or(now),
-            bpm: session.heart.bpm(),
-            hearts: view.hearts,
-            coherence: view.coherence,
-            connected,
-            love_total: session.love.total().unwrap_or(0),
-            love_sent: session.love.taps(),
-            love_acked: session.love.acked(),
-        };
-        drop(page);
-        let mut random = browser::random;
-        if mine > 0 {
-            self.particles.burst(clamp_u32(mine), Sender::Me, &mut random);
-        }
-        if others > 0 {
-            self.particles.burst(clamp_u32(others), Sender::Others, &mut random);
-        }
-        beat
-    }
-
-    fn idle_beat(&self, now: f64) -> Beat {
-        Beat {
-            phase: 0.0,
-            server_now: now,
-            bpm: crate::sync::DEFAULT_BPM,
-            hearts: 0,
-            coherence: 0.0,
-            connected: false,
-            love_total: 0,
-            love_sent: 0,
-            love_acked: 0,
-        }
     }
 
     /// Sizes the backing store to the CSS size × devicePixelRatio, so the
     /// heart is sharp on HiDPI screens.
-    fn fit(&mut self) {
+    fn fit(&mut self, resized: bool) {
         let dpr = web_sys::window().map_or(1.0, |w| w.device_pixel_ratio()).max(0.5);
-        if !self.resized.replace(false) && dpr == self.size.2 && self.size.0 > 0.0 {
+        if !resized && dpr == self.size.2 && self.size.0 > 0.0 {
             return;
         }
         let width = f64::from(self.canvas.client_width().max(1));

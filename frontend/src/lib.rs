@@ -1,29 +1,29 @@
 //! heartsync's page: a heart beating on a canvas, in step with everyone else
 //! in the same room.
 //!
+//! The page is a thin shell around the client core it shares with the
+//! terminal client, [`shared::client`]: the session decides what to send and
+//! when, steps the heart and keeps the love ledger; the page owns the
+//! socket, the timers and the drawing.
+//!
 //! # Layout
 //! Pure modules (no browser; tested natively with `cargo test -p frontend`):
-//! - [`heart`]: the heart's outline and its lub-dub beat.
+//! - [`heart`]: the heart's outline and its lub-dub beat, on a canvas.
 //! - [`particles`]: the small hearts that burst out when love is sent.
-//! - [`sync`]: the heart's phase, its pull toward the room, the server clock.
-//! - [`love`]: tap counts: sent, acknowledged, pending; other people's taps.
-//! - [`reconnect`]: full-jitter backoff and the status line.
-//! - [`address`]: the room from the URL, the socket URL, the client id.
-//! - [`session`]: the conversation with the server, minus the socket.
+//! - [`stored`]: what the page keeps in localStorage, under which keys.
 //!
 //! Browser modules (wasm32 only):
-//! - `connection`: the WebSocket, its timers and listeners, reconnecting.
-//! - `canvas`: drawing the heart each animation frame.
-//! - `browser`: small wrappers: clocks, storage, timers, listeners.
+//! - `page`: what the parts share: the session, the signals the components
+//!   show, the commands to the connection loop.
+//! - `connection`: the gloo-net socket loop: feeds the session, sends what
+//!   it says, reconnects when it says.
+//! - `canvas`: draws the heart each animation frame (gloo-render).
+//! - `browser`: the clock, random numbers, visibility, storage.
 //! - this file's `App` and its small components.
 
-pub mod address;
 pub mod heart;
-pub mod love;
 pub mod particles;
-pub mod reconnect;
-pub mod session;
-pub mod sync;
+pub mod stored;
 
 #[cfg(target_arch = "wasm32")]
 mod browser;
@@ -31,77 +31,31 @@ mod browser;
 mod canvas;
 #[cfg(target_arch = "wasm32")]
 mod connection;
+#[cfg(target_arch = "wasm32")]
+mod page;
 
 #[cfg(target_arch = "wasm32")]
 pub use ui::App;
 
 /// The components. They only show state and forward taps: the heart is
-/// drawn by `canvas`, the socket is run by `connection`.
+/// drawn by `canvas`, the socket is run by `connection`, and every loop and
+/// listener they start ends in `on_cleanup`.
 #[cfg(target_arch = "wasm32")]
 mod ui {
-    use crate::address::{self, love_acked_key, love_taps_key, parse_count};
-    use crate::browser::{self, Listener};
-    use crate::canvas::Animation;
-    use crate::connection::{Connection, LoveKeys, Page, SharedPage};
+    use crate::browser;
     use crate::heart::{self, Layout};
-    use crate::love::Love;
-    use crate::reconnect::Link;
-    use crate::session::Session;
-    use crate::sync::{DEFAULT_BPM, Heart};
+    use crate::page::{Command, LoveKeys, Page, Stats};
+    use crate::stored::{CLIENT_ID_KEY, love_acked_key, love_taps_key, parse_count};
+    use crate::{canvas, connection};
+    use futures::channel::mpsc;
+    use futures::future::abortable;
+    use gloo_events::EventListener;
     use leptos::prelude::*;
+    use leptos::task::spawn_local;
     use send_wrapper::SendWrapper;
+    use shared::client::{Heart, Love, RESTING_BPM, Session, address};
     use shared::{ClientId, RoomName};
-    use std::cell::RefCell;
-    use std::rc::Rc;
-
-    /// What the components show, as signals; set by [`Stats::publish`] only
-    /// when a value changes, so a frame that changes nothing touches no DOM.
-    #[derive(Clone, Copy)]
-    struct Stats {
-        hearts: RwSignal<u32>,
-        coherence_percent: RwSignal<u32>,
-        love: RwSignal<u64>,
-        status: RwSignal<String>,
-        connected: RwSignal<bool>,
-    }
-
-    impl Stats {
-        fn new() -> Self {
-            Self {
-                hearts: RwSignal::new(0),
-                coherence_percent: RwSignal::new(0),
-                love: RwSignal::new(0),
-                status: RwSignal::new(Link::Connecting.label(0.0)),
-                connected: RwSignal::new(false),
-            }
-        }
-
-        fn publish(&self, page: &Page, now: f64) {
-            let view = page.session.view();
-            change(self.hearts, view.hearts);
-            // The ratio is in [0, 1], so the cast cannot overflow.
-            change(self.coherence_percent, (view.coherence * 100.0).round() as u32);
-            change(self.love, view.love);
-            change(self.status, page.link.label(now));
-            change(self.connected, page.link.is_connected());
-        }
-    }
-
-    fn change<T: PartialEq + Send + Sync + 'static>(signal: RwSignal<T>, value: T) {
-        if signal.with_untracked(|current| *current != value) {
-            signal.set(value);
-        }
-    }
-
-    /// What the components below the room share: how to send love.
-    #[derive(Clone)]
-    struct LoveSender(SendWrapper<Connection>);
-
-    impl LoveSender {
-        fn tap(&self) {
-            self.0.tap();
-        }
-    }
+    use wasm_bindgen::JsCast;
 
     /// The page: the room from the URL, or a note that the name is invalid.
     #[component]
@@ -125,61 +79,41 @@ mod ui {
 
     /// This browser's client id: the stored one, or a new one stored now.
     fn client_id() -> ClientId {
-        if let Some(id) =
-            address::stored_client_id(browser::load(address::CLIENT_ID_KEY).as_deref())
-        {
+        if let Some(id) = address::stored_client_id(browser::load(CLIENT_ID_KEY).as_deref()) {
             return id;
         }
         let id = address::new_client_id(&mut browser::random);
-        browser::save(address::CLIENT_ID_KEY, id.as_str());
+        browser::save(CLIENT_ID_KEY, id.as_str());
         id
     }
 
     /// One room: connects, draws, shows the numbers, takes love.
     #[component]
     fn Room(room: RoomName) -> impl IntoView {
-        let now = browser::now();
+        let keys = LoveKeys { taps: love_taps_key(&room), acked: love_acked_key(&room) };
         let love = Love::new(
-            parse_count(browser::load(&love_taps_key(&room)).as_deref()),
-            parse_count(browser::load(&love_acked_key(&room)).as_deref()),
+            parse_count(browser::load(&keys.taps).as_deref()),
+            parse_count(browser::load(&keys.acked).as_deref()),
         );
-        let heart = Heart::new(browser::random(), DEFAULT_BPM, now);
-        let page: SharedPage = Rc::new(RefCell::new(Page {
-            session: Session::new(heart, love),
-            link: Link::Connecting,
-        }));
-        let stats = Stats::new();
-        let publish: Rc<dyn Fn()> = {
-            let page = page.clone();
-            Rc::new(move || {
-                if let Ok(page) = page.try_borrow() {
-                    stats.publish(&page, browser::now());
-                }
-            })
-        };
+        let heart = Heart::new(browser::random(), RESTING_BPM, browser::now());
+        let (commands, commands_rx) = mpsc::unbounded();
+        let page = Page::new(Session::new(heart, love), keys, commands);
+        provide_context(page.clone());
 
         let location = window().location();
-        let url = address::socket_url(
+        let server = address::page_server(
             &location.protocol().unwrap_or_default(),
             &location.host().unwrap_or_default(),
-            &room,
-            &client_id(),
         );
-        let keys = LoveKeys { taps: love_taps_key(&room), acked: love_acked_key(&room) };
-        let connection = Connection::start(url, page.clone(), keys, publish.clone());
-        let sender = LoveSender(SendWrapper::new(connection.clone()));
-        provide_context(sender.clone());
+        let url = address::socket_url(&server, &room, &client_id());
+        spawn_local(connection::run(url, page.clone(), commands_rx));
 
-        let keyboard = Listener::new(&window(), "keydown", move |event| {
-            if let Ok(event) = wasm_bindgen::JsCast::dyn_into::<web_sys::KeyboardEvent>(event) {
-                on_key(&event, &sender);
-            }
-        });
-        let owned = SendWrapper::new((connection, keyboard));
+        let listeners = SendWrapper::new(listen(&page));
+        let stats = page.stats;
         on_cleanup(move || {
-            let (connection, keyboard) = owned.take();
-            connection.stop();
-            drop(keyboard);
+            drop(listeners.take());
+            // Ends the connection loop, which closes its socket.
+            page.stop();
         });
 
         view! {
@@ -189,7 +123,7 @@ mod ui {
                     <span class="room">{format!("#{room}")}</span>
                     <Status stats />
                 </header>
-                <HeartCanvas page publish />
+                <HeartCanvas />
                 <footer class="bottom">
                     <Numbers stats />
                     <LoveButton />
@@ -198,9 +132,34 @@ mod ui {
         }
     }
 
+    /// The page's listeners: `l` or space sends love, and the connection
+    /// hears when the network comes back and when the tab is looked at again.
+    fn listen(page: &Page) -> Vec<EventListener> {
+        let window = window();
+        let keyboard = {
+            let page = page.clone();
+            EventListener::new(&window, "keydown", move |event| {
+                if let Some(event) = event.dyn_ref::<web_sys::KeyboardEvent>() {
+                    on_key(event, &page);
+                }
+            })
+        };
+        let online = {
+            let page = page.clone();
+            EventListener::new(&window, "online", move |_| page.tell(Command::Online))
+        };
+        let visibility = {
+            let page = page.clone();
+            EventListener::new(&document(), "visibilitychange", move |_| {
+                page.tell(Command::Visibility);
+            })
+        };
+        vec![keyboard, online, visibility]
+    }
+
     /// `l` or space sends love, unless a control has the focus (a focused
     /// button already turns space into its own click).
-    fn on_key(event: &web_sys::KeyboardEvent, sender: &LoveSender) {
+    fn on_key(event: &web_sys::KeyboardEvent, page: &Page) {
         if event.repeat() || event.ctrl_key() || event.meta_key() || event.alt_key() {
             return;
         }
@@ -208,10 +167,8 @@ mod ui {
         if !matches!(key.as_str(), "l" | "L" | " ") {
             return;
         }
-        let on_control = event
-            .target()
-            .and_then(|t| wasm_bindgen::JsCast::dyn_into::<web_sys::Element>(t).ok())
-            .is_some_and(|e| {
+        let on_control =
+            event.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()).is_some_and(|e| {
                 matches!(e.tag_name().as_str(), "BUTTON" | "INPUT" | "TEXTAREA" | "SELECT" | "A")
             });
         if on_control {
@@ -219,7 +176,7 @@ mod ui {
         }
         // Space would otherwise scroll the page.
         event.prevent_default();
-        sender.tap();
+        page.tap();
     }
 
     #[component]
@@ -236,24 +193,26 @@ mod ui {
         }
     }
 
-    /// The heart's canvas; a tap on the heart sends love.
+    /// The heart's canvas, drawn every animation frame while it is mounted;
+    /// a tap on the heart sends love.
     #[component]
-    fn HeartCanvas(page: SharedPage, publish: Rc<dyn Fn()>) -> impl IntoView {
+    fn HeartCanvas() -> impl IntoView {
         let canvas = NodeRef::<leptos::html::Canvas>::new();
-        let animation: SendWrapper<Rc<RefCell<Option<Animation>>>> =
-            SendWrapper::new(Rc::new(RefCell::new(None)));
-        let running = animation.clone();
-        Effect::new(move |_| {
-            if let Some(element) = canvas.get()
-                && running.borrow().is_none()
-            {
-                *running.borrow_mut() = Animation::start(element, page.clone(), publish.clone());
-            }
-        });
-        on_cleanup(move || {
-            animation.borrow_mut().take();
-        });
-        let sender = use_context::<LoveSender>();
+        let page = use_context::<Page>();
+        if let Some(page) = page.clone() {
+            let (painting, stop) = abortable(async move {
+                // The canvas is in the document once the view is mounted.
+                let Some(element) = canvas.get_untracked() else {
+                    web_sys::console::error_1(&"heartsync: the canvas is missing".into());
+                    return;
+                };
+                canvas::paint(element, page).await;
+            });
+            spawn_local(async move {
+                let _ = painting.await;
+            });
+            on_cleanup(move || stop.abort());
+        }
         let on_pointer = move |event: web_sys::PointerEvent| {
             let Some(element) = canvas.get_untracked() else {
                 return;
@@ -265,9 +224,9 @@ mod ui {
                 f64::from(event.client_y()) - rect.top(),
             );
             if heart::hit(x, y)
-                && let Some(sender) = &sender
+                && let Some(page) = &page
             {
-                sender.tap();
+                page.tap();
             }
         };
         view! {
@@ -284,11 +243,13 @@ mod ui {
 
     #[component]
     fn Numbers(stats: Stats) -> impl IntoView {
+        let hearts =
+            move || stats.hearts.get().map_or_else(|| String::from("–"), |h| h.to_string());
         view! {
             <dl class="numbers">
                 <div class="number">
                     <dt>"hearts"</dt>
-                    <dd data-testid="hearts">{move || stats.hearts.get()}</dd>
+                    <dd data-testid="hearts">{hearts}</dd>
                 </div>
                 <div class="number">
                     <dt>"in sync"</dt>
@@ -312,15 +273,15 @@ mod ui {
 
     #[component]
     fn LoveButton() -> impl IntoView {
-        let sender = use_context::<LoveSender>();
+        let page = use_context::<Page>();
         view! {
             <button
                 class="love"
                 data-testid="love-button"
                 title="send love (l or space)"
                 on:click=move |_| {
-                    if let Some(sender) = &sender {
-                        sender.tap();
+                    if let Some(page) = &page {
+                        page.tap();
                     }
                 }
             >

@@ -4,6 +4,17 @@
 //! Assuming the two legs took equally long, the server's clock read
 //! `server_time` at the client's `(t0 + t1) / 2`.
 
+/// The system's wall clock in milliseconds since the Unix epoch, as the
+/// server's clock counts (native only: a browser reads `performance`). A
+/// system clock set before 1970 reads as the epoch itself; clock sync
+/// corrects any error anyway.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn system_now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64() * 1000.0)
+}
+
 /// One request/response round of clock sync, all in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClockSample {
@@ -43,6 +54,12 @@ pub fn best_offset(samples: &[ClockSample]) -> Option<f64> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_system_clock_reads_unix_milliseconds() {
+        // 2023-11-14 and some time in the 22nd century.
+        assert!((1.7e12..5e12).contains(&system_now_ms()), "{}", system_now_ms());
+    }
 
     #[test]
     fn offset_of_symmetric_round_trip() {

@@ -1,6 +1,6 @@
 //! What crosses the wire between a heartsync page and the server, the
-//! phase math both sides agree on, and the beat and reconnect rules every
-//! client shares.
+//! phase math both sides agree on, and the one client core every client
+//! (the page, the terminal) is a thin shell around.
 //!
 //! This crate is the single source of protocol v1 (see `PROTOCOL.md`). It
 //! builds for `wasm32-unknown-unknown` and for the host, and depends on
@@ -18,9 +18,12 @@
 //!   phase, so that every client's heart beats alike.
 //! - [`backoff`]: when a client reconnects after losing the server:
 //!   full-jitter exponential backoff, in milliseconds.
+//! - [`client`]: the client core: session, heart, love ledger, clock sync,
+//!   link state and the URL and client-id rules, pure and without I/O.
 
 pub mod backoff;
 pub mod beat;
+pub mod client;
 pub mod clock;
 pub mod phase;
 pub mod protocol;

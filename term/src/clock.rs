@@ -1,8 +1,8 @@
 //! This client's own clock: milliseconds since the Unix epoch, read from a
 //! monotonic timer so it never jumps. The server's clock is this one plus the
-//! offset that clock sync ([`shared::best_offset`]) estimates.
+//! offset that clock sync ([`shared::client::Clock`]) estimates.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// A monotonic millisecond clock that starts at the system's wall-clock
 /// time, so that even before clock sync it is a fair guess at the server's
@@ -18,12 +18,7 @@ pub struct LocalClock {
 impl LocalClock {
     /// A clock that reads the system time now and runs monotonically on.
     pub fn start() -> Self {
-        // A system clock set before 1970 reads as the epoch itself; clock
-        // sync corrects any error anyway.
-        let origin_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |since| since.as_secs_f64() * 1000.0);
-        Self { origin: Instant::now(), origin_ms }
+        Self { origin: Instant::now(), origin_ms: shared::clock::system_now_ms() }
     }
 
     /// The time now, in ms.

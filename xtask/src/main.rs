@@ -12,7 +12,12 @@
 //! - `install.rs`: finding and installing the tools (Rust targets, trunk,
 //!   wasm-bindgen, wasm-opt, and the Debian packages the tests need).
 //! - `process.rs`: running programs and timing steps.
+//! - `cluster.rs`: `cluster`, deploy/'s topology as local processes.
+//! - `deploy.rs`: the deploy linters (hadolint, kubernetes-validate,
+//!   `nginx -t`, promtool) and the checks of docker-compose.yml.
 
+mod cluster;
+mod deploy;
 mod install;
 mod process;
 
@@ -31,15 +36,22 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args...]
 
 commands:
-  install [--test]  install the build tools that are missing (with --test,
-                    also the browser and services the tests need)
+  install [--test]  install the build and check tools that are missing (with
+                    --test, also the browser and services the tests need)
   build             install build tools, build dist/ with trunk and the
                     release server binary
   run [-- args...]  build, then serve dist/ on http://127.0.0.1:8080
                     (args go to the heartsync binary)
   test [args...]    install build and test tools, build dist/, then
                     `cargo test --workspace [args...]`
-  ci                fmt check, clippy (host and wasm32), then all of `test`";
+  ci                fmt check, clippy (host and wasm32), cargo deny and
+                    cargo machete, the deploy linters, then all of `test`
+  cluster [--instances N] [--port P] [--check] [--debug]
+                    build, then run redis, N heartsync instances (3), nginx
+                    on http://127.0.0.1:P (8080) and Prometheus, with the
+                    config files of deploy/, until Ctrl-C; --check checks
+                    the running cluster and stops it (exit 0 or 1)
+  deploy-check      lint Dockerfile and deploy/ as `ci` does";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -61,9 +73,13 @@ fn dispatch(args: &[String]) -> Result<()> {
     let mut steps = Steps::default();
     match command.as_str() {
         "install" => match rest {
-            [] => install_build_tools(&workspace, &mut steps),
+            [] => {
+                install_build_tools(&workspace, &mut steps)?;
+                install_check_tools(&workspace, &mut steps)
+            }
             [flag] if flag == "--test" => {
                 install_build_tools(&workspace, &mut steps)?;
+                install_check_tools(&workspace, &mut steps)?;
                 install_test_tools(&mut steps)
             }
             _ => bail!("`install` takes only `--test`, not {rest:?}"),
@@ -71,6 +87,14 @@ fn dispatch(args: &[String]) -> Result<()> {
         "build" => build(&workspace, &mut steps),
         "run" => serve(&workspace, &mut steps, strip_separator(rest)),
         "test" => test(&workspace, &mut steps, rest),
+        "cluster" => run_cluster(&workspace, &mut steps, rest),
+        "deploy-check" => {
+            if !rest.is_empty() {
+                bail!("`deploy-check` takes no arguments, not {rest:?}");
+            }
+            install_test_tools(&mut steps)?;
+            deploy::check(&workspace.root, &mut steps)
+        }
         "ci" => {
             if !rest.is_empty() {
                 bail!("`ci` takes no arguments, not {rest:?}");
@@ -141,8 +165,10 @@ impl Workspace {
         if !output.status.success() {
             bail!("`cargo metadata` failed: {}", String::from_utf8_lossy(&output.stderr).trim());
         }
-        let json = String::from_utf8_lossy(&output.stdout);
-        json_string_field(&json, "target_directory")
+        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .context("`cargo metadata` printed something other than JSON")?;
+        metadata["target_directory"]
+            .as_str()
             .map(PathBuf::from)
             .context("`cargo metadata` printed no target_directory")
     }
@@ -156,33 +182,15 @@ fn strip_separator(args: &[String]) -> &[String] {
     }
 }
 
-/// The value of the first string field `key` in compact JSON, such as
-/// `cargo metadata` prints. A full JSON parser would be a dependency for one
-/// field, so this reads just enough of the format: `"key":"value"` with
-/// backslash escapes.
-fn json_string_field(json: &str, key: &str) -> Option<String> {
-    let start = json.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    let mut value = String::new();
-    let mut chars = json[start..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(value),
-            '\\' => match chars.next()? {
-                'n' => value.push('\n'),
-                't' => value.push('\t'),
-                other => value.push(other),
-            },
-            c => value.push(c),
-        }
-    }
-    None
-}
-
 fn install_build_tools(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
     steps.run("install Rust target and components", || install::rust_toolchain(&workspace.root))?;
     steps.run("install trunk, wasm-bindgen, wasm-opt", || {
         install::web_tools(&workspace.root, &workspace.tool_path)
     })
+}
+
+fn install_check_tools(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
+    steps.run("install cargo-deny, cargo-machete", || install::check_tools(&workspace.tool_path))
 }
 
 fn install_test_tools(steps: &mut Steps) -> Result<()> {
@@ -279,7 +287,36 @@ fn test(workspace: &Workspace, steps: &mut Steps, args: &[String]) -> Result<()>
             "--bins",
         ]))
     })?;
-    cargo_test(workspace, steps, args)
+    cargo_test(workspace, steps, args)?;
+    // The whole topology, only when the whole suite runs (not for
+    // `cargo xtask test -p backend` or a test name).
+    if args.iter().all(|arg| arg.starts_with("--")) {
+        let options = cluster::Options { instances: 2, port: None, check: true, debug: true };
+        let binary = workspace.target_dir()?.join("debug").join("heartsync");
+        steps.run("cluster check (cargo xtask cluster --check --debug --instances 2)", || {
+            cluster::check(&workspace.root, &binary, &workspace.dist(), &options)
+        })?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask cluster`: builds what it runs, then runs (or checks) the
+/// cluster.
+fn run_cluster(workspace: &Workspace, steps: &mut Steps, args: &[String]) -> Result<()> {
+    let options = cluster::Options::parse(args)?;
+    install_test_tools(steps)?;
+    let binary = if options.debug {
+        install_build_tools(workspace, steps)?;
+        build_dist(workspace, steps)?;
+        steps.run("cargo build -p backend", || {
+            run(workspace.cargo().args(["build", "--package", "backend"]))
+        })?;
+        workspace.target_dir()?.join("debug").join("heartsync")
+    } else {
+        build(workspace, steps)?;
+        workspace.target_dir()?.join("release").join("heartsync")
+    };
+    steps.run("cluster", || cluster::run(&workspace.root, &binary, &workspace.dist(), &options))
 }
 
 fn cargo_test(workspace: &Workspace, steps: &mut Steps, args: &[String]) -> Result<()> {
@@ -334,6 +371,24 @@ fn ci(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
             "warnings",
         ]))
     })?;
+    // Supply chain: licences, banned or duplicated heavy crates, sources
+    // (deny.toml says which and why; advisories need a network CI lacks),
+    // and no unused dependencies.
+    install_check_tools(workspace, steps)?;
+    steps.run("cargo deny check licenses bans sources", || {
+        run(workspace.cargo().args(["deny", "--offline", "check", "licenses", "bans", "sources"]))
+    })?;
+    steps.run("cargo machete", || {
+        // Run directly: as `cargo machete` under `cargo xtask` it sees our
+        // CARGO_PKG_NAME, decides it is not a cargo subcommand, and takes
+        // "machete" for a folder.
+        run(Command::new("cargo-machete")
+            .current_dir(&workspace.root)
+            .env("PATH", &workspace.tool_path))
+            .context("remove the unused dependency, or list it under [package.metadata.cargo-machete] ignored with the reason")
+    })?;
+    install_test_tools(steps)?;
+    deploy::check(&workspace.root, steps)?;
     // Every test binary runs even when one fails, so one CI log shows
     // every failure.
     test(workspace, steps, &["--no-fail-fast".to_string()])?;
@@ -346,10 +401,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_target_directory_from_cargo_metadata() {
-        let json = r#"{"packages":[],"target_directory":"/tmp/a \"b\"\\c","version":1}"#;
-        assert_eq!(json_string_field(json, "target_directory").as_deref(), Some(r#"/tmp/a "b"\c"#));
-        assert_eq!(json_string_field(json, "workspace_root"), None);
+    fn target_dir_is_where_cargo_builds() {
+        let workspace = Workspace::find().unwrap();
+        let target = workspace.target_dir().unwrap();
+        assert!(target.is_absolute(), "{}", target.display());
+        if let Some(configured) = env::var_os("CARGO_TARGET_DIR").map(PathBuf::from)
+            && configured.is_absolute()
+        {
+            assert_eq!(target, configured);
+        }
     }
 
     #[test]

@@ -131,7 +131,7 @@ async fn connect_with_window(state: &AppState, window: usize) -> Peer {
         conn: state.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         room: RoomName::main(),
         client_id: ClientId::parse("abcdefgh").expect("a valid client id"),
-        slot: state.limits.admit().expect("room under the cap"),
+        slot: state.limits.admit(std::net::Ipv4Addr::LOCALHOST.into()).expect("room under the cap"),
     };
     let task = tokio::spawn(serve(socket, state.clone(), connection));
     let mut peer = Peer { to_server, from_server, task };

@@ -11,7 +11,8 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use shared::phase::difference;
-use tests::browser::{Browser, PageState, serve_page, serve_page_on, take_turn, wait_until};
+use tests::browser::{Browser, PageState, serve_page, serve_page_on, take_turn};
+use tests::wait_until;
 
 /// Every browser test ends within this, passing or failing.
 const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -101,11 +102,14 @@ async fn two_pages_in_a_room_beat_as_one() {
             check_drawing(page, name).await?;
         }
 
-        // Both must read under the threshold three samples running, so a
-        // chance crossing of two drifting hearts does not count.
+        // Both must read under the threshold three readings running (taken
+        // every 100 ms), so a chance crossing of two drifting hearts does
+        // not count.
+        let mut readings = tokio::time::interval(Duration::from_millis(100));
         let mut streak: Vec<(Duration, f64)> = Vec::new();
         let mut last = None;
         while streak.len() < 3 {
+            readings.tick().await;
             let elapsed = connected.elapsed();
             ensure!(
                 elapsed <= CONVERGENCE_LIMIT || !streak.is_empty(),
@@ -119,14 +123,13 @@ async fn two_pages_in_a_room_beat_as_one() {
                 streak.clear();
             }
             last = Some(reading);
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (took, gap) = streak[0];
 
         // Once together, they stay together.
         let mut settled = gap;
         for _ in 0..10 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            readings.tick().await;
             let reading = phase_gap(&a, &b).await?;
             ensure!(
                 reading.0 < TOGETHER,

@@ -10,29 +10,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tests::cluster::{Cluster, RedisServer, free_port, start_instance};
-use tests::{Client, ServerProcess, http_get, now_ms};
+use tests::{Client, ServerProcess, now_ms, wait_until};
 use tokio::task::JoinHandle;
 
 /// How long any one condition below may take to come true.
 const PATIENCE: Duration = Duration::from_secs(15);
 
-/// Polls `check` every 50 ms until it holds, or fails after `patience`
-/// with the last reason it gave.
+/// [`wait_until`] for a check that needs no `.await`.
 async fn eventually(
     patience: Duration,
     what: &str,
     mut check: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + patience;
-    loop {
-        match check() {
-            Ok(()) => return Ok(()),
-            Err(why) if Instant::now() > deadline => {
-                anyhow::bail!("{what}: not within {patience:?}: {why}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    wait_until(patience, what, || std::future::ready(check())).await
 }
 
 /// One protocol client with a steady heart: reports its phase twice a
@@ -108,15 +98,16 @@ async fn all_see(hearts: &[&Heart], count: u32, voters: u32) -> anyhow::Result<(
     .await
 }
 
-/// A metric's value on an instance's `/metrics` (first series of that name).
+/// `GET path` on `addr`: the status and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let response = tests::http::get(&format!("http://{addr}{path}")).await?;
+    Ok((response.status, response.text()))
+}
+
+/// A metric's value on an instance's `/metrics` (a series without labels).
 async fn metric(instance: &ServerProcess, name: &str) -> anyhow::Result<f64> {
-    let (_, body) = http_get(instance.addr, "/metrics").await?;
-    body.lines()
-        .find(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
-        .and_then(|line| line.rsplit(' ').next())
-        .with_context(|| format!("no {name} in /metrics"))?
-        .parse()
-        .context("a number")
+    let metrics = tests::metrics::Metrics::scrape(instance.addr).await?;
+    metrics.value(name, &[]).with_context(|| format!("no {name} in /metrics"))
 }
 
 /// Consecutive seqs: no tick missed between the first and the last.
@@ -261,19 +252,17 @@ async fn while_redis_is_down_rooms_run_locally_and_love_waits_then_counts_once()
     let stopped = Instant::now();
     for i in 0..2 {
         let instance = cluster.instance(i);
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let up = metric(instance, "heartsync_redis_up").await.unwrap();
-            let (status, body) = http_get(instance.addr, "/readyz").await.unwrap();
-            if up == 0.0 && status == 503 && body.contains("Redis") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
+        wait_until(PATIENCE, "the operator is told Redis is down", || async {
+            let up = metric(instance, "heartsync_redis_up").await?;
+            let (status, body) = http_get(instance.addr, "/readyz").await?;
+            ensure!(
+                up == 0.0 && status == 503 && body.contains("Redis"),
                 "instance {i}: redis_up {up}, /readyz {status} {body}"
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            Ok(())
+        })
+        .await
+        .unwrap();
     }
     // Each instance runs on its own members.
     let (here, there) = hearts.split_at(2);

@@ -22,15 +22,23 @@ async fn with_voters(client: &mut Client, voters: u32) -> shared::Consensus {
 async fn welcome_comes_first_then_a_consensus_at_once() {
     let server = TestServer::start_with(|c| c.tick = Duration::from_secs(30)).await;
     let started = std::time::Instant::now();
+    let before = now_ms();
     let (client, welcome, consensus) = server.join("/ws/lobby?client_id=abcdefgh12").await;
-    // With a 30 s tick, the consensus can only have come from the join itself.
-    assert!(started.elapsed() < Duration::from_secs(2));
+    let after = now_ms();
+    // With a 30 s tick, the consensus can only have come from the join
+    // itself, long before the first tick.
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
     assert_eq!(welcome.protocol, PROTOCOL_VERSION);
     assert_eq!(welcome.room, "lobby");
     assert_eq!(welcome.client_id, "abcdefgh12");
     assert_eq!(welcome.tick_ms, 30_000);
     assert_eq!(welcome.report_ms, 1000);
-    assert!((welcome.server_time - now_ms()).abs() < 2000.0);
+    // The server's clock is this process's: read between the two readings
+    // (give or take a millisecond of rounding).
+    assert!(
+        (before - 1.0..=after + 1.0).contains(&welcome.server_time),
+        "{before} {welcome:?} {after}"
+    );
     assert_eq!(consensus.hearts, 1);
     assert_eq!(consensus.voters, 0);
     assert_eq!(consensus.coherence, 0.0);
@@ -62,24 +70,30 @@ async fn ticks_come_at_the_configured_rate_with_rising_seq() {
     for pair in seqs.windows(2) {
         assert_eq!(pair[1], pair[0] + 1, "seq must rise by one per tick: {seqs:?}");
     }
-    // 20 ticks of 100 ms: never faster, and not much slower even on a busy
-    // machine.
-    assert!(
-        elapsed >= Duration::from_millis(1800) && elapsed <= Duration::from_millis(3000),
-        "20 ticks took {elapsed:?}"
-    );
+    // 20 ticks of 100 ms are never faster (a late tick does not make the
+    // next one early). How much slower a busy machine makes them says
+    // nothing about the server: the room's paused-time unit tests pin the
+    // rate itself.
+    assert!(elapsed >= Duration::from_millis(1800), "20 ticks took only {elapsed:?}");
+    println!("20 ticks of 100 ms took {elapsed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn time_requests_are_echoed_with_the_server_clock() {
     let server = TestServer::start().await;
     let (mut client, _, _) = server.join("/ws/clock").await;
+    let before = now_ms();
     client.send(&ClientMessage::Time { t0: 1234.5 }).await;
     loop {
         match client.next().await.unwrap() {
             shared::ServerMessage::Time(reply) => {
+                let after = now_ms();
                 assert_eq!(reply.t0, 1234.5);
-                assert!((reply.server_time - now_ms()).abs() < 1000.0);
+                // The server's clock is this process's: read in between.
+                assert!(
+                    (before - 1.0..=after + 1.0).contains(&reply.server_time),
+                    "{before} {reply:?} {after}"
+                );
                 break;
             }
             shared::ServerMessage::Consensus(_) => continue,

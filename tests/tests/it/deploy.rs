@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tests::TestServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tests::metrics::Metrics;
+use tests::{TestServer, http, wait_until};
+use tokio::io::AsyncWriteExt;
 
 /// The metric names heartsync exports (histograms by their base name), the
 /// only ones the deploy files may query besides Prometheus's own `up`.
@@ -250,96 +250,25 @@ async fn dashboard_and_scrape_config_are_valid() {
     );
 }
 
-/// An HTTP response's status and (de-chunked) body.
-struct Response {
-    status: u16,
-    body: String,
-}
-
-/// A plain HTTP/1.1 GET of `path_and_query` over a fresh TCP connection.
-async fn http_get(addr: SocketAddr, path_and_query: &str) -> anyhow::Result<Response> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request =
-            format!("GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        anyhow::Ok(response)
-    };
-    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .with_context(|| format!("GET {path_and_query} from {addr} timed out"))??;
-    let text = String::from_utf8(response).context("a non-UTF-8 response")?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
-    let status = head.split_whitespace().nth(1).context("no status line")?.parse()?;
-    let chunked = head.lines().any(|line| {
-        let line = line.to_ascii_lowercase();
-        line.starts_with("transfer-encoding:") && line.contains("chunked")
-    });
-    let body = if chunked { dechunk(body)? } else { body.to_owned() };
-    Ok(Response { status, body })
-}
-
-/// Decodes a chunked transfer-encoded body.
-fn dechunk(mut rest: &str) -> anyhow::Result<String> {
-    let mut body = String::new();
-    loop {
-        let (size, after) = rest.split_once("\r\n").context("a truncated chunk size")?;
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
-            .with_context(|| format!("a bad chunk size {size:?}"))?;
-        if size == 0 {
-            return Ok(body);
-        }
-        let chunk = after.get(..size).context("a truncated chunk")?;
-        body.push_str(chunk);
-        rest = after
-            .get(size..)
-            .and_then(|r| r.strip_prefix("\r\n"))
-            .context("a chunk without its CRLF")?;
-    }
-}
-
-/// The names of the metric families in Prometheus text.
-fn families(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .filter_map(|line| line.split(['{', ' ']).next())
-        .map(|name| {
-            ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|suffix| name.strip_suffix(suffix))
-                .unwrap_or(name)
-                .to_owned()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_output_passes_promtool_check_metrics() {
     let server = TestServer::start().await;
     let (client, _, _) = server.join("/ws/x").await;
 
-    let response = http_get(server.addr, "/metrics").await.expect("GET /metrics");
-    assert_eq!(
-        response.status, 200,
-        "GET /metrics answered {}:\n{}",
-        response.status, response.body
-    );
-    let exported = families(&response.body);
+    let metrics = Metrics::scrape(server.addr).await.expect("GET /metrics");
+    let exported = metrics.families();
     let missing: Vec<_> = MUST_EXPORT.iter().filter(|name| !exported.contains(**name)).collect();
     assert!(
         missing.is_empty(),
         "/metrics lacks {missing:?} with a client connected:\n{}",
-        response.body
+        metrics.text
     );
-    let (ok, output) = promtool(&["check", "metrics"], Some(response.body.as_bytes()))
-        .await
-        .expect("run promtool");
+    let (ok, output) =
+        promtool(&["check", "metrics"], Some(metrics.text.as_bytes())).await.expect("run promtool");
     assert!(
         ok,
         "`promtool check metrics` rejects /metrics:\n{output}\n--- /metrics ---\n{}",
-        response.body
+        metrics.text
     );
 
     client.close().await;
@@ -392,9 +321,10 @@ impl Prometheus {
 
     /// `GET /api/v1/<endpoint>`; the `data` of a successful answer.
     async fn api(&self, endpoint_and_query: &str) -> anyhow::Result<serde_json::Value> {
-        let response = http_get(self.addr, &format!("/api/v1/{endpoint_and_query}")).await?;
-        let json: serde_json::Value = serde_json::from_str(&response.body)
-            .with_context(|| format!("HTTP {}: {}", response.status, response.body))?;
+        let url = format!("http://{}/api/v1/{endpoint_and_query}", self.addr);
+        let response = http::get(&url).await?;
+        let json: serde_json::Value = serde_json::from_slice(&response.body)
+            .with_context(|| format!("HTTP {}: {}", response.status, response.text()))?;
         if json["status"] != "success" {
             bail!("HTTP {}: {json}", response.status);
         }
@@ -433,35 +363,14 @@ fn sample_value(sample: &serde_json::Value) -> anyhow::Result<f64> {
         .with_context(|| format!("a bad value in {sample}"))
 }
 
-/// Polls `check` every 250 ms until it yields `Some`, for at most `patience`;
-/// the last error or result on timeout.
-async fn eventually<T, F, Fut>(patience: Duration, what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        let last = match check().await {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => "not yet".to_owned(),
-            Err(e) => format!("{e:#}"),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            bail!("{what} within {patience:?}; last: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 async fn scrape_and_query(prometheus: &Prometheus) -> anyhow::Result<()> {
     // The target comes up.
-    eventually(Duration::from_secs(30), "up{job=\"heartsync\"} == 1", || async {
+    wait_until(Duration::from_secs(30), "up{job=\"heartsync\"} == 1", || async {
         let result = prometheus.query("up{job=\"heartsync\"}").await?;
-        Ok(match result.first() {
-            Some(sample) if sample_value(sample)? == 1.0 => Some(()),
-            _ => None,
-        })
+        let sample = result.first().context("no sample yet")?;
+        let up = sample_value(sample)?;
+        ensure!(up == 1.0, "up is {up}");
+        Ok(())
     })
     .await?;
 
@@ -472,7 +381,7 @@ async fn scrape_and_query(prometheus: &Prometheus) -> anyhow::Result<()> {
     ensure!(open >= 1.0, "heartsync_connections_open = {open} with a client connected");
 
     // The real Prometheus loaded the alerts and evaluates them cleanly.
-    eventually(Duration::from_secs(15), "all 5 alert rules evaluated without error", || async {
+    wait_until(Duration::from_secs(15), "all 5 alert rules evaluated without error", || async {
         let data = prometheus.api("rules").await?;
         let rules: Vec<&serde_json::Value> = data["groups"]
             .as_array()
@@ -483,7 +392,11 @@ async fn scrape_and_query(prometheus: &Prometheus) -> anyhow::Result<()> {
         if let Some(broken) = rules.iter().find(|rule| rule["health"] == "err") {
             bail!("a rule fails to evaluate: {broken}");
         }
-        Ok((rules.len() == 5 && rules.iter().all(|rule| rule["health"] == "ok")).then_some(()))
+        ensure!(
+            rules.len() == 5 && rules.iter().all(|rule| rule["health"] == "ok"),
+            "not yet all evaluated: {data}"
+        );
+        Ok(())
     })
     .await?;
 

@@ -3,9 +3,10 @@
 //! each, the server still serves.
 
 use futures_util::SinkExt;
-use shared::{ClientMessage, ErrorCode};
+use shared::{ClientMessage, ErrorCode, ServerMessage};
 use std::time::{Duration, Instant};
-use tests::{Client, Ended, ServerProcess, TestServer, http_status};
+use tests::metrics::Metrics;
+use tests::{Client, Ended, Event, ServerProcess, TestServer, http, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -13,8 +14,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 /// Upgrades to `url` with an `Origin` header; the HTTP status on refusal.
 async fn connect_from(url: &str, origin: &str) -> Result<(), u16> {
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert("Origin", HeaderValue::from_str(origin).unwrap());
+    let mut request = url.into_client_request().expect("a WebSocket URL");
+    request.headers_mut().insert("Origin", HeaderValue::from_str(origin).expect("an origin"));
     match tokio_tungstenite::connect_async(request).await {
         Ok(_) => Ok(()),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
@@ -26,7 +27,12 @@ async fn connect_from(url: &str, origin: &str) -> Result<(), u16> {
 
 /// The server still takes a newcomer and tells it the truth.
 async fn still_serves(server: &TestServer) {
-    let (client, _, consensus) = server.join("/ws/afterwards").await;
+    still_serves_at(&server.ws_url("/ws/afterwards")).await;
+}
+
+/// The server at `url` still takes a newcomer and tells it the truth.
+async fn still_serves_at(url: &str) {
+    let (client, _, consensus) = Client::join(url).await.expect("a newcomer joins");
     assert!(consensus.hearts >= 1);
     client.close().await;
 }
@@ -73,10 +79,11 @@ async fn foreign_origins_are_refused_and_allowed_ones_accepted() {
 }
 
 /// The longest gap between 100 ms ticks that still counts as on time. A
-/// neighbour held up by a flooder or a stuck socket would wait for seconds
-/// (the write timeout); the slack is for a busy CI machine's scheduling.
-/// Measured on a quiet machine: about 105 ms.
-const ON_TIME: Duration = Duration::from_millis(400);
+/// neighbour held up by a flooder or a stuck socket waits for seconds (the
+/// 3 s write timeout below, or the 5 s a flood lasts); a gap under a second
+/// is only the scheduling of a busy machine (about 105 ms on a quiet one).
+/// How promptly ticks come is the room's paused-time unit tests' business.
+const ON_TIME: Duration = Duration::from_secs(1);
 
 /// Reads consensus ticks for `duration`; the longest gap between arrivals.
 async fn worst_tick_gap(client: &mut Client, duration: Duration) -> Duration {
@@ -84,63 +91,100 @@ async fn worst_tick_gap(client: &mut Client, duration: Duration) -> Duration {
     let mut last = Instant::now();
     let mut worst = Duration::ZERO;
     while Instant::now() < end {
-        client.next_consensus().await.unwrap();
+        client.next_consensus().await.expect("a tick");
         worst = worst.max(last.elapsed());
         last = Instant::now();
     }
     worst
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_flooder_is_rate_limited_then_closed_and_delays_no_neighbour() {
-    let server = TestServer::start_with(|c| c.tick = Duration::from_millis(100)).await;
-    let (mut neighbour, _, _) = server.join("/ws/flood").await;
-    let (mut flooder, _, _) = server.join("/ws/flood").await;
+/// What a flooder saw until the server closed it.
+struct Flood {
+    /// `rate_limited` errors received.
+    rate_limited: u32,
+    /// Other errors received.
+    other_errors: Vec<ErrorCode>,
+    /// From the first message sent until the connection ended.
+    lasted: Duration,
+    /// How it ended.
+    ended: Ended,
+}
+
+/// Sends 500 time requests a second on `flooder`, reading everything that
+/// comes back, until the connection ends (at most `patience`).
+async fn flood(mut flooder: Client, patience: Duration) -> Flood {
     let started = Instant::now();
-    // 500 messages a second, reading everything that comes back.
-    let flood = tokio::spawn(async move {
-        let mut errors = 0;
-        let mut rate_limited = 0;
-        let mut ticker = tokio::time::interval(Duration::from_millis(2));
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    let frame = Message::text(ClientMessage::Time { t0: 1.0 }.to_json());
-                    if flooder.send_raw(frame).await.is_err() {
-                        break;
-                    }
+    let mut rate_limited = 0;
+    let mut other_errors = Vec::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(2));
+    let frame = Message::text(ClientMessage::Time { t0: 1.0 }.to_json());
+    let ended = loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if flooder.send_raw(frame.clone()).await.is_err() {
+                    // Writing failed: the end, and maybe its close frame, is
+                    // still there to read.
+                    break flooder.ended(Duration::from_secs(5)).await.expect("the end");
                 }
-                message = flooder.next_within(Duration::from_secs(10)) => match message {
-                    Ok(shared::ServerMessage::Error(e)) => {
-                        errors += 1;
-                        if e.code == ErrorCode::RateLimited { rate_limited += 1; }
+            }
+            event = flooder.next_event(patience.saturating_sub(started.elapsed())) => {
+                match event.expect("the flooder is closed in time") {
+                    Event::Message(ServerMessage::Error(e)) if e.code == ErrorCode::RateLimited => {
+                        rate_limited += 1;
                     }
-                    Ok(_) => {}
-                    Err(_) => break,
-                },
+                    Event::Message(ServerMessage::Error(e)) => other_errors.push(e.code),
+                    Event::Message(_) => {}
+                    Event::Ended(ended) => break ended,
+                }
             }
         }
-        (errors, rate_limited, started.elapsed(), flooder)
-    });
+    };
+    Flood { rate_limited, other_errors, lasted: started.elapsed(), ended }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooder_is_rate_limited_then_closed_and_delays_no_neighbour() {
+    // Its own process, so the close reason can be read from its /metrics.
+    let data = tempfile::tempdir().expect("temporary data dir");
+    let dir = data.path().to_str().expect("a UTF-8 temp dir");
+    let server = ServerProcess::start(&["--data-dir", dir, "--tick", "100ms"])
+        .await
+        .expect("start heartsync");
+    let url = server.ws_url("/ws/flood");
+    let (mut neighbour, _, _) = Client::join(&url).await.expect("the neighbour joins");
+    let (flooder, _, _) = Client::join(&url).await.expect("the flooder joins");
+    // The server closes a flood after 5 s (`--flood-close-after`).
+    let flooding = tokio::spawn(flood(flooder, Duration::from_secs(30)));
     let worst = worst_tick_gap(&mut neighbour, Duration::from_secs(4)).await;
-    let (errors, rate_limited, lasted, mut flooder) = flood.await.unwrap();
+    let Flood { rate_limited, other_errors, lasted, ended } =
+        flooding.await.expect("the flood task");
     println!(
-        "neighbour's worst tick gap during the flood: {worst:?}; flooder closed after {lasted:?}"
+        "neighbour's worst tick gap during the flood: {worst:?}; flooder closed after \
+         {lasted:?} ({ended:?}), told {rate_limited} times it was rate-limited"
     );
     assert!(worst < ON_TIME, "a neighbour waited {worst:?} for a 100 ms tick");
-    // At most one rate_limited error a second, and nothing else.
-    assert_eq!(errors, rate_limited);
-    assert!((4..=7).contains(&rate_limited), "{rate_limited} rate_limited errors");
+    // Only rate_limited errors, at most one a second; and the flood lasted
+    // the 5 s the server allows before it closes.
+    assert!(other_errors.is_empty(), "errors besides rate_limited: {other_errors:?}");
+    let at_most = lasted.as_secs() + 1;
     assert!(
-        lasted >= Duration::from_secs(5) && lasted < Duration::from_secs(8),
-        "closed after {lasted:?}"
+        (1..=at_most).contains(&u64::from(rate_limited)),
+        "{rate_limited} rate_limited errors in {lasted:?}"
     );
-    assert!(matches!(
-        flooder.ended(Duration::from_secs(1)).await,
-        Ok(Ended::Closed(1008)) | Ok(Ended::Dropped) | Err(_)
-    ));
-    neighbour.consensus_where(Duration::from_secs(2), |c| c.hearts == 1).await.unwrap();
-    still_serves(&server).await;
+    assert!(lasted >= Duration::from_secs(5), "closed after only {lasted:?}");
+    // The server closed it for flooding. Whether its 1008 close frame
+    // reaches a client that is still writing is up to TCP (a reset can
+    // overtake it), so the server's own count is what is checked; a close
+    // frame, if one came, must say 1008.
+    if let Ended::Closed(code) = ended {
+        assert_eq!(code, 1008, "the flooder was closed with {code}");
+    }
+    let metrics = Metrics::scrape(server.addr).await.expect("scrape /metrics");
+    let reason =
+        |reason| metrics.count("heartsync_connections_closed_total", &[("reason", reason)]);
+    assert_eq!(reason("flood"), 1.0, "{}", metrics.text);
+    neighbour.consensus_where(Duration::from_secs(2), |c| c.hearts == 1).await.expect("one heart");
+    still_serves_at(&server.ws_url("/ws/afterwards")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -161,18 +205,18 @@ async fn repeated_protocol_violations_close_with_1008() {
 async fn a_client_that_never_reads_is_closed_and_delays_no_one() {
     let server = TestServer::start_with(|c| {
         c.tick = Duration::from_millis(100);
-        c.write_timeout = Duration::from_secs(1);
+        c.write_timeout = Duration::from_secs(3);
         c.message_rate = 1_000_000;
         c.message_burst = 1_000_000;
     })
     .await;
     let (mut neighbour, _, _) = server.join("/ws/slow").await;
     // A client with a tiny receive buffer that asks for a lot and reads nothing.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("a small receive buffer");
+    let stream = socket.connect(server.addr).await.expect("connect");
     let (mut slow, _) =
-        tokio_tungstenite::client_async(server.ws_url("/ws/slow"), stream).await.unwrap();
+        tokio_tungstenite::client_async(server.ws_url("/ws/slow"), stream).await.expect("upgrade");
     neighbour.consensus_where(Duration::from_secs(2), |c| c.hearts == 2).await.unwrap();
     let writer = tokio::spawn(async move {
         let request = Message::text(ClientMessage::Time { t0: 1.0 }.to_json());
@@ -210,10 +254,8 @@ async fn a_peer_that_never_answers_pings_is_closed() {
     // tungstenite answers pings only while it reads; this one never reads.
     let (silent, _, _) = server.join("/ws/pings").await;
     watcher.consensus_where(Duration::from_secs(2), |c| c.hearts == 2).await.unwrap();
-    let started = Instant::now();
+    // Closed well before the default 25 s ping interval would even ask.
     watcher.consensus_where(Duration::from_secs(5), |c| c.hearts == 1).await.unwrap();
-    let closed_after = started.elapsed();
-    assert!(closed_after < Duration::from_secs(2), "closed after {closed_after:?}");
     // The watcher reads, so it answers pings and stays, many pings later.
     let worst = worst_tick_gap(&mut watcher, Duration::from_millis(1500)).await;
     assert!(worst < ON_TIME, "the watcher waited {worst:?} for a 100 ms tick");
@@ -224,14 +266,14 @@ async fn a_peer_that_never_answers_pings_is_closed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_half_finished_http_request_is_cut_off() {
     let server = TestServer::start_with(|c| c.header_timeout = Duration::from_millis(500)).await;
+    // Raw TCP on purpose: no HTTP client sends half a request.
     let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     stream.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n").await.unwrap();
-    let started = Instant::now();
+    // Cut off well before the default 10 s header timeout.
     let mut buffer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buffer)).await;
     assert!(read.is_ok(), "the server kept a half-finished request open");
-    assert!(started.elapsed() < Duration::from_secs(3));
-    assert_eq!(http_status(server.addr, "/livez").await.unwrap(), 200);
+    assert_eq!(http::status(&server.http_url("/livez")).await.unwrap(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -247,9 +289,10 @@ async fn the_connection_cap_answers_503() {
         other => panic!("expected 503, got {:?}", other.map(|_| ())),
     }
     a.close().await;
-    // The slot is free again once the connection is gone.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(Client::join(&url).await.is_ok());
+    // The slot is free again once the server has seen the connection go.
+    wait_until(Duration::from_secs(5), "a free slot after a close", || Client::join(&url))
+        .await
+        .expect("a newcomer takes the freed slot");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -258,6 +301,7 @@ async fn the_accept_rate_cap_answers_503() {
     let url = server.ws_url("/ws/storm");
     let mut statuses = Vec::new();
     let mut kept = Vec::new();
+    let started = Instant::now();
     for _ in 0..8 {
         match Client::connect(&url).await {
             Ok(client) => {
@@ -270,11 +314,20 @@ async fn the_accept_rate_cap_answers_503() {
             Err(other) => panic!("{other}"),
         }
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 101).count(), 5, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 503).count(), 3, "{statuses:?}");
-    // A second later the bucket has refilled.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(Client::connect(&url).await.is_ok());
+    // The bucket holds 5 and earns one more every 200 ms: on a quick
+    // machine exactly 5 get in; a slow one that took longer may let in one
+    // more per 200 ms it took, and no more.
+    let refills = (started.elapsed().as_millis() / 200) as usize;
+    let accepted = statuses.iter().filter(|s| **s == 101).count();
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!(accepted + refused, 8, "{statuses:?}");
+    assert!((5..=5 + refills).contains(&accepted), "{statuses:?} with {refills} refills");
+    // The bucket refills.
+    wait_until(Duration::from_secs(5), "the bucket to refill", || async {
+        Ok(Client::connect(&url).await?)
+    })
+    .await
+    .expect("a connection once the bucket refilled");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -288,13 +341,24 @@ async fn sigterm_closes_every_client_with_1001_and_exits_0() {
     for room in ["a", "a", "b"] {
         clients.push(Client::join(&server.ws_url(&format!("/ws/{room}"))).await.unwrap().0);
     }
-    assert_eq!(http_status(server.addr, "/readyz").await.unwrap(), 200);
+    let readyz = server.http_url("/readyz");
+    assert_eq!(http::status(&readyz).await.unwrap(), 200);
     let started = Instant::now();
     server.signal("TERM");
     // While draining, readiness fails and upgrades are refused.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(http_status(server.addr, "/readyz").await.unwrap(), 503);
-    assert!(Client::connect(&server.ws_url("/ws/late")).await.is_err());
+    wait_until(Duration::from_secs(5), "/readyz to answer 503", || async {
+        let status = http::status(&readyz).await?;
+        anyhow::ensure!(status == 503, "/readyz answers {status}");
+        Ok(())
+    })
+    .await
+    .expect("not ready while draining");
+    match Client::connect(&server.ws_url("/ws/late")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("a late upgrade: expected 503, got {:?}", other.map(|_| ())),
+    }
     for client in &mut clients {
         assert_eq!(client.ended(Duration::from_secs(3)).await.unwrap(), Ended::Closed(1001));
     }

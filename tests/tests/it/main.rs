@@ -4,6 +4,7 @@ mod browser;
 mod cluster;
 mod consensus;
 mod deploy;
+mod hostile;
 mod limits;
 mod love;
 mod metrics;

@@ -1,37 +1,32 @@
 //! The server serves the built page: `/`, `/r/{room}`, and the assets, the
 //! wasm as `application/wasm`, gzipped for browsers that ask.
 
-use std::net::SocketAddr;
 use tests::browser::serve_page;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tests::http::{Response, get, get_with};
 
-/// A raw GET: the response head (lowercased) and the body's length.
-async fn get(addr: SocketAddr, path: &str, gzip: bool) -> (String, usize) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let encoding = if gzip { "Accept-Encoding: gzip\r\n" } else { "" };
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{encoding}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let end = response.windows(4).position(|w| w == b"\r\n\r\n").expect("end of head");
-    let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
-    (head, response.len() - end - 4)
+/// Checks that `response` is `status` with a header `name` whose value
+/// starts with `value`.
+#[track_caller]
+fn check(response: &Response, status: u16, name: &str, value: &str) {
+    assert_eq!(response.status, status, "{response:?}");
+    let found = response.header(name);
+    assert!(
+        found.is_some_and(|found| found.starts_with(value)),
+        "{name}: {found:?} in {response:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_page_and_its_assets_are_served() {
     let server = serve_page().await.unwrap();
     for path in ["/", "/r/some-room"] {
-        let (head, _) = get(server.addr, path, false).await;
-        assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
-        assert!(head.contains("content-type: text/html"), "{path}: {head}");
-        assert!(head.contains("cache-control: no-cache"), "{path}: {head}");
+        let page = get(&server.http_url(path)).await.unwrap();
+        check(&page, 200, "content-type", "text/html");
+        check(&page, 200, "cache-control", "no-cache");
     }
     // A room that can never be joined: 404, but the page (which explains).
-    let (head, _) = get(server.addr, "/r/not%20a%20room", false).await;
-    assert!(head.starts_with("http/1.1 404"), "{head}");
-    assert!(head.contains("content-type: text/html"), "{head}");
+    let page = get(&server.http_url("/r/not%20a%20room")).await.unwrap();
+    check(&page, 404, "content-type", "text/html");
 
     let dist = tests::browser::dist_dir().unwrap();
     let wasm = std::fs::read_dir(&dist)
@@ -40,12 +35,17 @@ async fn the_page_and_its_assets_are_served() {
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .find(|name| name.ends_with(".wasm"))
         .expect("a .wasm file in dist/");
-    let size = std::fs::metadata(dist.join(&wasm)).unwrap().len() as usize;
-    let (head, plain) = get(server.addr, &format!("/{wasm}"), false).await;
-    assert!(head.contains("content-type: application/wasm"), "{head}");
-    assert_eq!(plain, size);
-    let (head, zipped) = get(server.addr, &format!("/{wasm}"), true).await;
-    assert!(head.contains("content-encoding: gzip"), "{head}");
-    assert!(zipped < size * 2 / 3, "gzipped {zipped} of {size} bytes");
-    println!("wasm {wasm}: {size} bytes, {zipped} gzipped on the wire");
+    let on_disk = std::fs::read(dist.join(&wasm)).unwrap();
+    let url = server.http_url(&format!("/{wasm}"));
+    let plain = get(&url).await.unwrap();
+    check(&plain, 200, "content-type", "application/wasm");
+    assert!(plain.header("content-encoding").is_none(), "{plain:?}");
+    assert!(plain.body == on_disk, "the served wasm differs from {wasm} in dist/");
+    // The body as it came over the wire, not decompressed.
+    let zipped = get_with(&url, &[("accept-encoding", "gzip")]).await.unwrap();
+    check(&zipped, 200, "content-encoding", "gzip");
+    check(&zipped, 200, "content-type", "application/wasm");
+    let (size, wire) = (on_disk.len(), zipped.body.len());
+    assert!(wire < size * 2 / 3, "gzipped {wire} of {size} bytes");
+    println!("wasm {wasm}: {size} bytes, {wire} gzipped on the wire");
 }

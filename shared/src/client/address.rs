@@ -1,20 +1,17 @@
-//! Names the page derives from its address and its storage: the room from
-//! the URL path, the WebSocket URL, the client id and the localStorage keys.
-//! Pure string work, tested natively.
+//! The names a client derives: the room a page's path opens, the socket URL
+//! of a room, and a new client id. Pure string work; the rules for what a
+//! valid room name or client id is live in [`crate::protocol`].
 
-use shared::{ClientId, RoomName};
+use crate::{ClientId, RoomName};
 
-/// The localStorage key of this browser's client id, shared by every room.
-pub const CLIENT_ID_KEY: &str = "heartsync.client_id";
-
-/// How long a generated client id is.
+/// How long a generated client id is (the server makes ids this long too).
 pub const CLIENT_ID_LEN: usize = 16;
 
 const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-/// The room a path opens: `/r/{room}` opens `{room}`, anything else `main`.
-/// An invalid name is an error, so the page can say so rather than open a
-/// different room silently.
+/// The room a page path opens: `/r/{room}` opens `{room}`, anything else
+/// `main`. An invalid name is an error, so the page can say so rather than
+/// open a different room silently.
 pub fn room_from_path(path: &str) -> Result<RoomName, String> {
     match path.strip_prefix("/r/") {
         Some(rest) => RoomName::parse(rest.trim_end_matches('/')).map_err(|e| e.to_string()),
@@ -22,11 +19,17 @@ pub fn room_from_path(path: &str) -> Result<RoomName, String> {
     }
 }
 
-/// The WebSocket URL for `room`, on the page's own host, `wss:` when the page
-/// came over `https:`.
-pub fn socket_url(page_protocol: &str, host: &str, room: &RoomName, client: &ClientId) -> String {
+/// The base of the socket URLs of a page that came over `page_protocol`
+/// (`http:` or `https:`) from `host`: `wss:` for `https:`, `ws:` otherwise.
+pub fn page_server(page_protocol: &str, host: &str) -> String {
     let scheme = if page_protocol == "https:" { "wss" } else { "ws" };
-    format!("{scheme}://{host}/ws/{room}?client_id={client}")
+    format!("{scheme}://{host}")
+}
+
+/// The socket URL of `room` on the server at `server` (`ws://host:port`,
+/// no trailing slash), joining as `client`.
+pub fn socket_url(server: &str, room: &RoomName, client: &ClientId) -> String {
+    format!("{server}/ws/{room}?client_id={client}")
 }
 
 /// A new client id of [`CLIENT_ID_LEN`] characters of `[A-Za-z0-9]`, drawn
@@ -50,29 +53,15 @@ fn fallback_client_id() -> ClientId {
     }
 }
 
-/// The client id stored in localStorage, if it is a valid one.
+/// A stored client id, if it is a valid one.
 pub fn stored_client_id(stored: Option<&str>) -> Option<ClientId> {
     stored.and_then(|s| ClientId::parse(s).ok())
-}
-
-/// The localStorage key of the cumulative tap count in `room`.
-pub fn love_taps_key(room: &RoomName) -> String {
-    format!("heartsync.love.{room}")
-}
-
-/// The localStorage key of the highest acknowledged tap count in `room`.
-pub fn love_acked_key(room: &RoomName) -> String {
-    format!("heartsync.love.{room}.acked")
-}
-
-/// A stored count, or 0 when missing or garbled.
-pub fn parse_count(stored: Option<&str>) -> u64 {
-    stored.and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn rooms_come_from_the_path() {
@@ -88,17 +77,20 @@ mod tests {
     }
 
     #[test]
-    fn socket_url_matches_the_page() {
+    fn socket_url_names_room_and_client() {
         let room = RoomName::parse("kitchen").unwrap();
         let id = ClientId::parse("abcdefgh12345678").unwrap();
         assert_eq!(
-            socket_url("http:", "localhost:8080", &room, &id),
+            socket_url(&page_server("http:", "localhost:8080"), &room, &id),
             "ws://localhost:8080/ws/kitchen?client_id=abcdefgh12345678"
         );
         assert_eq!(
-            socket_url("https:", "example.org", &room, &id),
+            socket_url(&page_server("https:", "example.org"), &room, &id),
             "wss://example.org/ws/kitchen?client_id=abcdefgh12345678"
         );
+        let short = ClientId::parse("abcdefgh").unwrap();
+        let lobby = RoomName::parse("lobby").unwrap();
+        assert_eq!(socket_url("ws://h:1", &lobby, &short), "ws://h:1/ws/lobby?client_id=abcdefgh");
     }
 
     #[test]
@@ -116,15 +108,19 @@ mod tests {
     }
 
     #[test]
-    fn stored_values_are_checked() {
+    fn stored_ids_are_checked() {
         assert!(stored_client_id(Some("abcdefgh12345678")).is_some());
         assert!(stored_client_id(Some("bad id")).is_none());
         assert!(stored_client_id(None).is_none());
-        assert_eq!(parse_count(Some("12")), 12);
-        assert_eq!(parse_count(Some("-3")), 0);
-        assert_eq!(parse_count(None), 0);
-        let room = RoomName::main();
-        assert_eq!(love_taps_key(&room), "heartsync.love.main");
-        assert_eq!(love_acked_key(&room), "heartsync.love.main.acked");
+    }
+
+    proptest! {
+        #[test]
+        fn any_random_source_makes_a_valid_id(draws in proptest::collection::vec(-2.0f64..2.0, 16)) {
+            let mut draws = draws.into_iter();
+            let id = new_client_id(&mut || draws.next().unwrap_or(f64::NAN));
+            prop_assert_eq!(id.as_str().len(), CLIENT_ID_LEN);
+            prop_assert!(ClientId::parse(id.as_str()).is_ok());
+        }
     }
 }

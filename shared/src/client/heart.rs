@@ -1,27 +1,23 @@
-//! The page's own heart and its view of the server's clock: the heart's
-//! phase and rate, how it is pulled toward the room's consensus, and the
-//! offset that turns the page's monotonic clock into server time. Pure: the
-//! canvas steps it each frame and the connection feeds it, but nothing here
-//! touches a browser.
+//! A client's own heart: its phase and rate, and how it is pulled toward
+//! the room's consensus (the Kuramoto model, [`crate::kuramoto_step`]).
+//! Pure: the session steps it (on every frame a client draws, and before
+//! every report, so it keeps up with the room even when nothing is drawn)
+//! and feeds it each consensus, but nothing here reads a clock.
 //!
-//! "Local" times are the page's monotonic clock in milliseconds
-//! (`performance.timeOrigin + performance.now()`); "server" times are the
-//! server's clock in milliseconds since the Unix epoch.
+//! "Local" times are the client's monotonic clock in milliseconds; "server"
+//! times are the server's clock in milliseconds since the Unix epoch.
 
-use shared::protocol::BPM_RANGE;
-use shared::{
-    ClockSample, Consensus, OrderParameter, PhaseReport, best_offset, kuramoto_step, project,
-};
+use crate::protocol::BPM_RANGE;
+use crate::{Consensus, OrderParameter, PhaseReport, kuramoto_step, project};
 
-/// Every heart starts at a resting human pace.
-pub const DEFAULT_BPM: f64 = 72.0;
+/// Every heart beats at a resting human pace, and so does a room before
+/// anyone has reported (the server's `room::RESTING_BPM` is this one).
+pub const RESTING_BPM: f64 = 72.0;
 
 /// K in the Kuramoto model, per second: with it the phase gap between two
-/// pages shrinks like e^(−2t), so a newcomer falls into step within seconds.
+/// clients shrinks like e^(−2t), so a newcomer falls into step within
+/// seconds.
 pub const COUPLING: f64 = 2.0;
-
-/// How many round trips make one clock sync; the shortest one wins.
-pub const CLOCK_SAMPLES: usize = 5;
 
 /// The coupling is integrated in Euler steps at most this long (ms), so that
 /// `K·dt` stays small and a long gap between two steps (a throttled
@@ -37,56 +33,7 @@ pub const CATCH_UP_MS: f64 = 5_000.0;
 /// the heart beats on its own until the room speaks again.
 pub const CONSENSUS_TTL_MS: f64 = 30_000.0;
 
-/// The offset between the page's clock and the server's, from a few
-/// request/response samples (see [`shared::clock`]).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Clock {
-    /// The samples of the current sync; earlier syncs are forgotten so that
-    /// drift between the two clocks does not pile up.
-    samples: Vec<ClockSample>,
-    /// What to add to a local time to get the server's; `None` until the
-    /// first answer.
-    offset: Option<f64>,
-}
-
-impl Clock {
-    /// Starts a new sync (after a reconnect or when the tab comes back): the
-    /// current offset stays in use until the new sync has all its samples.
-    pub fn restart(&mut self) {
-        self.samples.clear();
-    }
-
-    /// Records the answer to a request sent at local `t0`, which the server
-    /// answered at `server_time` and which arrived at local `t1`.
-    pub fn record(&mut self, t0: f64, server_time: f64, t1: f64) {
-        self.samples.push(ClockSample { t0, server_time, t1 });
-        // The first sample is used at once so the page can start reporting;
-        // after that the offset only changes when a sync is complete, so a
-        // congested moment cannot replace a good estimate with a worse one.
-        if (self.offset.is_none() || self.samples.len() >= CLOCK_SAMPLES)
-            && let Some(offset) = best_offset(&self.samples)
-        {
-            self.offset = Some(offset);
-        }
-    }
-
-    /// Whether the current sync wants another request.
-    pub fn wants_sample(&self) -> bool {
-        self.samples.len() < CLOCK_SAMPLES
-    }
-
-    /// What to add to a local time to read the server's clock.
-    pub fn offset(&self) -> Option<f64> {
-        self.offset
-    }
-
-    /// The server's clock at local time `local`, once synced.
-    pub fn server_time(&self, local: f64) -> Option<f64> {
-        self.offset.map(|offset| local + offset)
-    }
-}
-
-/// The page's heart: where it is in its beat, how fast it beats, and the
+/// A client's heart: where it is in its beat, how fast it beats, and the
 /// consensus it follows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Heart {
@@ -105,7 +52,7 @@ pub struct Heart {
 impl Heart {
     /// A heart at `phase` at local time `now`, beating at `bpm`.
     pub fn new(phase: f64, bpm: f64, now: f64) -> Self {
-        Self { phase: shared::wrap(phase), bpm, at: now, consensus: None, coupling: COUPLING }
+        Self { phase: crate::wrap(phase), bpm, at: now, consensus: None, coupling: COUPLING }
     }
 
     /// Its rate in beats per minute.
@@ -155,7 +102,8 @@ impl Heart {
     /// is pulled toward the room's beat at `server_now` (when the clock is
     /// synced). Returns the new phase.
     pub fn step(&mut self, now: f64, server_now: Option<f64>) -> f64 {
-        if now <= self.at {
+        // A time that is not a finite number leaves the heart as it is.
+        if !now.is_finite() || now <= self.at {
             return self.phase;
         }
         let Some(server_now) = server_now else {
@@ -190,39 +138,19 @@ impl Heart {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::phase::difference;
+    use crate::phase::difference;
 
     fn consensus(at: f64, phase: f64) -> Consensus {
         Consensus {
             seq: 1,
             at,
             phase,
-            bpm: DEFAULT_BPM,
+            bpm: RESTING_BPM,
             coherence: 1.0,
             hearts: 1,
             voters: 1,
             love: 0,
         }
-    }
-
-    #[test]
-    fn first_clock_sample_is_used_at_once_then_the_best_of_a_full_sync() {
-        let mut clock = Clock::default();
-        assert_eq!(clock.server_time(5.0), None);
-        clock.record(0.0, 1100.0, 200.0); // offset 1000, round trip 200
-        assert_eq!(clock.offset(), Some(1000.0));
-        clock.restart();
-        clock.record(300.0, 1312.0, 320.0); // offset 1002, round trip 20
-        clock.record(400.0, 1450.0, 500.0);
-        // A sync in progress does not replace the offset in use.
-        assert_eq!(clock.offset(), Some(1000.0));
-        clock.record(600.0, 1601.0, 604.0); // offset 999, round trip 4
-        clock.record(700.0, 1760.0, 800.0);
-        assert!(clock.wants_sample());
-        clock.record(900.0, 1950.0, 1000.0);
-        assert!(!clock.wants_sample());
-        assert_eq!(clock.offset(), Some(999.0));
-        assert_eq!(clock.server_time(10.0), Some(1009.0));
     }
 
     #[test]
@@ -350,8 +278,57 @@ mod tests {
 
     #[test]
     fn reports_are_valid_protocol() {
-        let heart = Heart::new(0.999_999_999, DEFAULT_BPM, 0.0);
+        let heart = Heart::new(0.999_999_999, RESTING_BPM, 0.0);
         let report = heart.report(12.3, 1_700_000_000_000.0);
         assert!(report.validate(1_700_000_000_000.0).is_ok());
+    }
+
+    #[test]
+    fn alone_it_beats_at_seventy_two() {
+        let mut heart = Heart::new(0.25, RESTING_BPM, 0.0);
+        // 72 bpm is 1.2 beats a second: 0.5 s is 0.6 of a beat.
+        let phase = heart.step(500.0, None);
+        assert!(difference(phase, 0.85).abs() < 1e-9, "{phase}");
+        assert!((0.0..1.0).contains(&heart.step(100_500.0, None)));
+    }
+
+    #[test]
+    fn two_hearts_fall_into_step_with_the_room() {
+        // The room beats at 72 bpm, in step (R = 1), at phase 0 at t = 0.
+        let mut hearts = [Heart::new(0.4, 72.0, 0.0), Heart::new(0.7, 72.0, 0.0)];
+        let frame = 1000.0 / 30.0;
+        for heart in &mut hearts {
+            heart.follow(consensus(0.0, 0.0));
+        }
+        for i in 1..=30 * 8 {
+            let now = f64::from(i) * frame;
+            for heart in &mut hearts {
+                heart.step(now, Some(now));
+            }
+        }
+        let room = project(0.0, 72.0, 0.0, 8000.0);
+        for heart in hearts {
+            let phase = heart.phase_at(8000.0);
+            assert!(difference(phase, room).abs() < 0.001, "{phase} vs {room}");
+        }
+    }
+
+    #[test]
+    fn an_incoherent_room_does_not_pull() {
+        let room = Consensus { coherence: 0.0, ..consensus(0.0, 0.5) };
+        let (mut pulled, mut alone) = (Heart::new(0.1, 72.0, 0.0), Heart::new(0.1, 72.0, 0.0));
+        pulled.follow(room);
+        let a = pulled.step(300.0, Some(300.0));
+        let b = alone.step(300.0, None);
+        assert!(difference(a, b).abs() < 1e-9, "{a} vs {b}");
+    }
+
+    #[test]
+    fn times_that_make_no_sense_leave_the_heart_alone() {
+        let mut heart = Heart::new(0.5, 60.0, 1000.0);
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 999.0] {
+            assert_eq!(heart.step(bad, Some(bad)), 0.5, "{bad}");
+        }
+        assert!(difference(heart.step(1250.0, None), 0.75).abs() < 1e-9);
     }
 }

@@ -1,15 +1,18 @@
-//! Love taps: this page's cumulative tap count in its room, what the server
-//! has made durable, what still has to be sent, and how the room's total
-//! grows from other people's taps. Pure: the connection sends what
-//! [`Love::due`] says and the page persists [`Love::taps`] and
-//! [`Love::acked`], so a tap made offline is delivered, once, later.
+//! Love taps: this client's cumulative tap count in its room, what the
+//! server has made durable, what still has to be sent, and how the room's
+//! total grows from other people's taps. Pure: the session sends what
+//! [`Love::due`] says, and a client that can (the page) persists
+//! [`Love::taps`] and [`Love::acked`], so a tap made offline is delivered,
+//! once, later.
 //!
 //! The server counts taps by `seq`, this client's cumulative count, so
 //! sending the same `seq` twice is harmless: resending until acknowledged
-//! cannot count a tap twice.
+//! cannot count a tap twice. One message may add at most [`MAX_LOVE_STEP`]
+//! taps, so a long burst goes out in steps, each sent once the previous one
+//! is acknowledged.
 
-use shared::LoveAck;
-use shared::protocol::MAX_LOVE_STEP;
+use crate::LoveAck;
+use crate::protocol::MAX_LOVE_STEP;
 
 /// Taps are batched: at most one `love` message per this many milliseconds,
 /// carrying the newest count.
@@ -23,7 +26,7 @@ pub const FIRST_RESEND_MS: f64 = 3_000.0;
 /// The longest wait between resends on one connection.
 pub const MAX_RESEND_MS: f64 = 60_000.0;
 
-/// One page's love in one room.
+/// One client's love in one room.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Love {
     /// Every tap ever made on this browser in this room (persisted).
@@ -36,11 +39,11 @@ pub struct Love {
     sent_at: f64,
     /// How long to wait before resending an unacknowledged count.
     resend_ms: f64,
-    /// The highest count ever sent, on any connection of this page.
+    /// The highest count ever sent, on any connection of this client.
     highest_sent: u64,
     /// The room's total as the server last told it; `None` before it has.
     total: Option<u64>,
-    /// How many of this page's taps are known to be inside `total`, so its
+    /// How many of this client's taps are known to be inside `total`, so its
     /// growth can be split into ours and other people's.
     counted: u64,
 }
@@ -97,10 +100,11 @@ impl Love {
         if seq <= self.acked {
             return None;
         }
-        let waited = now - self.sent_at;
+        // Deadlines as `next_due` computes them, so the two agree to the
+        // last bit of rounding.
         let send = if seq > self.sent {
-            waited >= BATCH_MS
-        } else if waited >= self.resend_ms {
+            now >= self.sent_at + BATCH_MS
+        } else if now >= self.sent_at + self.resend_ms {
             self.resend_ms = (self.resend_ms * 2.0).min(MAX_RESEND_MS);
             true
         } else {
@@ -112,6 +116,19 @@ impl Love {
             self.highest_sent = self.highest_sent.max(seq);
         }
         send.then_some(seq)
+    }
+
+    /// The local time at which [`Self::due`] will next have a count to send
+    /// (it may be now or past), or `None` while everything is acknowledged.
+    pub fn next_due(&self) -> Option<f64> {
+        let seq = self.taps.min(self.acked + MAX_LOVE_STEP);
+        if seq <= self.acked {
+            None
+        } else if seq > self.sent {
+            Some(self.sent_at + BATCH_MS)
+        } else {
+            Some(self.sent_at + self.resend_ms)
+        }
     }
 
     /// Takes the server's acknowledgement. Returns how many taps by other
@@ -133,7 +150,7 @@ impl Love {
 
     /// Takes the room's total from a consensus or an acknowledgement.
     /// Returns how many taps by other people it reveals (0 the first time:
-    /// love given before the page opened is not news).
+    /// love given before the client joined is not news).
     pub fn observe_total(&mut self, total: u64) -> u64 {
         let Some(known) = self.total else {
             self.total = Some(total);
@@ -154,7 +171,7 @@ impl Love {
         self.total
     }
 
-    /// The total to show: the server's, plus this page's taps it cannot
+    /// The total to show: the server's, plus this client's taps it cannot
     /// include yet, so a tap counts up at once even when offline.
     pub fn shown_total(&self) -> u64 {
         self.total.unwrap_or(0) + self.taps.saturating_sub(self.counted.max(self.acked))
@@ -254,5 +271,46 @@ mod tests {
         love.acknowledged(ack(7, 7));
         assert_eq!(love.taps(), 7);
         assert_eq!(love.tap(), 8);
+    }
+
+    #[test]
+    fn next_due_says_when_due_will_send() {
+        let mut love = Love::new(0, 0);
+        assert_eq!(love.next_due(), None);
+        love.tap();
+        assert!(love.next_due().is_some_and(|at| at <= 0.0), "at once");
+        assert_eq!(love.due(0.0), Some(1));
+        assert_eq!(love.next_due(), Some(FIRST_RESEND_MS));
+        love.tap();
+        assert_eq!(love.next_due(), Some(BATCH_MS));
+        assert_eq!(love.due(BATCH_MS - 1.0), None);
+        assert_eq!(love.due(BATCH_MS), Some(2));
+        love.acknowledged(ack(2, 2));
+        assert_eq!(love.next_due(), None);
+    }
+
+    #[test]
+    fn taps_are_sent_once_and_then_acknowledged() {
+        let mut love = Love::new(0, 0);
+        assert_eq!(love.due(0.0), None, "nothing tapped yet");
+        for _ in 0..3 {
+            love.tap();
+        }
+        assert_eq!(love.due(0.0), Some(3));
+        assert_eq!(love.due(0.0), None, "already on its way");
+        love.acknowledged(ack(3, 3));
+        assert_eq!(love.acked(), 3);
+        assert_eq!(love.due(FIRST_RESEND_MS * 2.0), None);
+    }
+
+    #[test]
+    fn unacknowledged_taps_go_again_after_a_while_and_on_a_new_connection() {
+        let mut love = Love::new(0, 0);
+        love.tap();
+        love.tap();
+        assert_eq!(love.due(0.0), Some(2));
+        assert_eq!(love.due(FIRST_RESEND_MS), Some(2), "resent after a while");
+        love.connected();
+        assert_eq!(love.due(FIRST_RESEND_MS), Some(2), "resent on a new connection");
     }
 }
