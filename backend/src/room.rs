@@ -29,9 +29,6 @@ use tokio::time::{Instant, MissedTickBehavior};
 /// How many phase reports may wait for a room before new ones are dropped.
 pub const REPORT_QUEUE: usize = 4096;
 
-/// How long a clustered room waits for its love total before opening.
-const CLUSTER_TOTAL_PATIENCE: Duration = Duration::from_secs(2);
-
 /// The bpm a room beats at before anyone has reported.
 pub use shared::client::RESTING_BPM;
 
@@ -175,23 +172,38 @@ pub fn spawn(
         gauges: RoomGauges::default(),
         cluster,
     };
+    let total_control = control_tx.downgrade();
     tracker.spawn(async move {
         tracing::debug!(room = %name, "room opened");
         metrics().rooms_active.increment(1.0);
         let mut room = room;
-        // Joins wait in the channel until the total is known, so no one
-        // sees this room without its love.
-        // Clustered, love is in Redis, which may be away: the room opens
-        // without its total rather than keep its first members waiting (the
-        // other instances' partials and the next ack bring it in).
-        let patience = if room.cluster.is_some() { CLUSTER_TOTAL_PATIENCE } else { Duration::MAX };
-        match tokio::time::timeout(patience, love.total(name.clone())).await {
-            Ok(Ok(total)) => room.last.love = total,
-            Ok(Err(error)) => {
-                tracing::error!(room = %name, %error, "cannot read the room's love total")
-            }
-            Err(_) => {
-                tracing::warn!(room = %name, "the room's love total is late; opening without it")
+        if room.cluster.as_ref().is_some_and(|c| !c.redis_up()) {
+            // Clustered with Redis away: the room opens at once and takes its
+            // total when Redis is back (totals only grow; the other
+            // instances' partials carry it too). The reader holds the room
+            // only weakly, so a room that empties does not wait for it.
+            let room_control = total_control;
+            let (love, name) = (love.clone(), name.clone());
+            tokio::spawn(async move {
+                match love.total(name.clone()).await {
+                    Ok(total) => {
+                        if let Some(control) = room_control.upgrade() {
+                            let _ = control.send(Control::Love { total });
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(room = %name, %error, "cannot read the room's love total")
+                    }
+                }
+            });
+        } else {
+            // Joins wait in the channel until the total is known, so no one
+            // sees this room without its love.
+            match love.total(name.clone()).await {
+                Ok(total) => room.last.love = total,
+                Err(error) => {
+                    tracing::error!(room = %name, %error, "cannot read the room's love total")
+                }
             }
         }
         room.run(control_rx, report_rx, consensus_tx).await;

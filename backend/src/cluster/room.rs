@@ -74,6 +74,11 @@ impl ClusterRoom {
         }
     }
 
+    /// Whether Redis is reachable now.
+    pub fn redis_up(&self) -> bool {
+        self.link.cluster.redis_up()
+    }
+
     /// The current tick, for the consensus a room opens with.
     pub fn current_tick(&self) -> u64 {
         self.last_tick

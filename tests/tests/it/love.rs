@@ -32,23 +32,26 @@ pub(crate) async fn ordered_acks_and_replays(backend: impl FnOnce(&mut Config)) 
     .await;
     let (mut a, _, _) = server.join("/ws/valentine?client_id=client-aaaa").await;
     let (mut b, _, _) = server.join("/ws/valentine?client_id=client-bbbb").await;
-    assert_eq!(love(&mut a, 1).await.unwrap(), LoveAck { seq: 1, total: 1 });
-    assert_eq!(love(&mut a, 4).await.unwrap(), LoveAck { seq: 4, total: 4 });
-    assert_eq!(love(&mut b, 2).await.unwrap(), LoveAck { seq: 2, total: 6 });
+    assert_eq!(love(&mut a, 1).await.expect("love acknowledged"), LoveAck { seq: 1, total: 1 });
+    assert_eq!(love(&mut a, 4).await.expect("love acknowledged"), LoveAck { seq: 4, total: 4 });
+    assert_eq!(love(&mut b, 2).await.expect("love acknowledged"), LoveAck { seq: 2, total: 6 });
     // Replays and older counts are acknowledged with the total, and add nothing.
-    assert_eq!(love(&mut a, 4).await.unwrap(), LoveAck { seq: 4, total: 6 });
-    assert_eq!(love(&mut a, 2).await.unwrap(), LoveAck { seq: 2, total: 6 });
+    assert_eq!(love(&mut a, 4).await.expect("love acknowledged"), LoveAck { seq: 4, total: 6 });
+    assert_eq!(love(&mut a, 2).await.expect("love acknowledged"), LoveAck { seq: 2, total: 6 });
     // A jump of more than 50 counts nothing and is an error.
     a.send(&ClientMessage::Love { seq: 60 }).await;
-    assert_eq!(a.next_error().await.unwrap(), ErrorCode::BadLove);
-    assert_eq!(love(&mut a, 54).await.unwrap(), LoveAck { seq: 54, total: 56 });
+    assert_eq!(a.next_error().await.expect("love acknowledged"), ErrorCode::BadLove);
+    assert_eq!(love(&mut a, 54).await.expect("love acknowledged"), LoveAck { seq: 54, total: 56 });
     // Everyone in the room sees the total in the consensus.
-    b.consensus_where(Duration::from_secs(2), |c| c.love == 56).await.unwrap();
+    b.consensus_where(Duration::from_secs(2), |c| c.love == 56).await.expect("love acknowledged");
     // A reconnect with the same client id is the same tapper.
     a.close().await;
     let (mut again, _, first) = server.join("/ws/valentine?client_id=client-aaaa").await;
     assert_eq!(first.love, 56);
-    assert_eq!(love(&mut again, 54).await.unwrap(), LoveAck { seq: 54, total: 56 });
+    assert_eq!(
+        love(&mut again, 54).await.expect("love acknowledged"),
+        LoveAck { seq: 54, total: 56 }
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,11 +87,11 @@ pub(crate) async fn concurrent_tappers_and_separate_rooms(backend: impl FnOnce(&
     }
     let mut tapped = 0;
     for tapper in tappers {
-        tapped += tapper.await.unwrap().unwrap();
+        tapped += tapper.await.expect("the tapper ran").expect("the tapper tapped");
     }
     let (mut late, _, first) = server.join("/ws/crowd?client_id=latecomer").await;
     assert_eq!(first.love, tapped);
-    assert_eq!(love(&mut late, 0).await.unwrap().total, tapped);
+    assert_eq!(love(&mut late, 0).await.expect("love acknowledged").total, tapped);
     // Separate rooms keep separate totals.
     let (_, _, elsewhere) = server.join("/ws/elsewhere").await;
     assert_eq!(elsewhere.love, 0);
