@@ -337,6 +337,8 @@ async fn redis_love_concurrent_tappers_add_exactly_what_they_tapped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_or_unreachable_redis_fails_at_start_with_a_clear_message() {
+    // Built (if need be) before the clock starts: the time is the server's.
+    let _ = tests::server_binary();
     let started = Instant::now();
     let (code, output) = ServerProcess::start_failing(&["--redis-url", "nope"]).await.unwrap();
     assert_eq!(code, Some(1), "{output}");
