@@ -151,6 +151,49 @@ pub struct Config {
     /// may then be lost if Redis crashes.
     #[arg(long, env = "HEARTSYNC_REDIS_UNSAFE_LOVE")]
     pub redis_unsafe_love: bool,
+
+    /// Make rooms named `private-…` private: they admit only holders of a
+    /// join token signed with `--token-secret`. Off, such rooms are refused.
+    #[arg(long, env = "HEARTSYNC_PRIVATE_ROOMS")]
+    pub private_rooms: bool,
+
+    /// The secret join tokens are signed with (at least 32 bytes); needed
+    /// with `--private-rooms`. Never logged.
+    #[arg(long, env = "HEARTSYNC_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<crate::auth::TokenSecret>,
+
+    /// A browser origin allowed to read `/api/*` cross-origin (CORS;
+    /// repeatable, `*` for any). None by default.
+    #[arg(long = "api-cors-origin", env = "HEARTSYNC_API_CORS_ORIGINS", value_delimiter = ',')]
+    pub api_cors_origins: Vec<String>,
+
+    /// An SSE stream with nothing to send this long gets a comment, so
+    /// proxies keep it open.
+    #[arg(long, env = "HEARTSYNC_SSE_KEEP_ALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub sse_keep_alive: Duration,
+
+    /// How many rooms' coherence history is kept in memory (an hour each);
+    /// past it, the room idle longest is forgotten.
+    #[arg(long, env = "HEARTSYNC_HISTORY_ROOMS", default_value_t = 1000)]
+    pub history_rooms: usize,
+}
+
+/// A configuration the server cannot run with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Private rooms need a secret to check tokens with.
+    #[error("--private-rooms needs --token-secret (or HEARTSYNC_TOKEN_SECRET)")]
+    NoTokenSecret,
+}
+
+impl Config {
+    /// Checks what clap cannot: combinations of flags.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.private_rooms && self.token_secret.is_none() {
+            return Err(ConfigError::NoTokenSecret);
+        }
+        Ok(())
+    }
 }
 
 /// How log lines are written.

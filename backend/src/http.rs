@@ -6,11 +6,11 @@
 //! refuses is a 404, and refusals (503, 429) are counted in `/metrics` and
 //! summed up by the server now and then, never logged one by one.
 
-use crate::AppState;
 use crate::limits::{Refusal, RefusalKind};
 use crate::metrics::metrics;
 use crate::server::WriteDeadline;
 use crate::socket::{self, Connection};
+use crate::{AppState, auth};
 use axum::Router;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/ws", get(ws_main))
         .route("/ws/{room}", get(ws_room))
+        .merge(crate::api::router(&state))
         .merge(pages)
         .with_state(state)
         // Request ids: taken from `x-request-id` or made, put on a span
@@ -206,6 +207,9 @@ async fn room_page(
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
     client_id: Option<String>,
+    /// A private room's join token (browsers cannot set headers on a
+    /// WebSocket). Never logged: spans record the path only.
+    token: Option<String>,
 }
 
 /// What the upgrade handlers need of the request beyond its path and
@@ -216,6 +220,20 @@ pub struct Handshake {
     headers: HeaderMap,
     peer: Option<SocketAddr>,
     deadline: Option<WriteDeadline>,
+}
+
+impl Handshake {
+    /// The client's address as the connection caps count it (see
+    /// [`client_address`]); the unspecified address without a peer.
+    pub(crate) fn client(&self, trusted: &[IpNet]) -> IpAddr {
+        let peer = self.peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip());
+        client_address(peer, &self.headers, trusted)
+    }
+
+    /// The request's headers.
+    pub(crate) fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Handshake {
@@ -260,10 +278,39 @@ fn upgrade_to_room(
 ) -> Result<Response, HttpError> {
     let Handshake { headers, peer, deadline } = handshake;
     let client_id = match query.client_id {
-        Some(id) => ClientId::parse(&id)
-            .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.to_string()))?,
-        None => new_client_id(),
+        Some(id) => Some(
+            ClientId::parse(&id)
+                .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.to_string()))?,
+        ),
+        None => None,
     };
+    // Private rooms: the token is checked before anything else is decided.
+    let admitted = match auth::admit(
+        state.tokens.as_ref(),
+        &room,
+        query.token.as_deref(),
+        state.clock.now_ms(),
+    ) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            metrics().upgrade_refused("token");
+            return Ok(refusal.into_response());
+        }
+    };
+    let client_id = match (client_id, admitted.as_ref().and_then(|a| a.sub.clone())) {
+        (Some(id), Some(sub)) if id != sub => {
+            metrics().upgrade_refused("token");
+            return Ok(auth::Refusal::WrongClient.into_response());
+        }
+        (_, Some(sub)) => sub,
+        (Some(id), None) => id,
+        (None, None) => new_client_id(),
+    };
+    // When the token expires, the socket is closed.
+    let expires = admitted.map(|a| {
+        let left = (a.expires_ms - state.clock.now_ms()).max(0.0);
+        state.clock.now() + Duration::from_secs_f64(left / 1000.0)
+    });
     let refusals = &state.limits.refusals;
     check_handshake_headers(&headers)
         .inspect_err(|_| refusals.record(RefusalKind::BadHandshake))?;
@@ -300,7 +347,7 @@ fn upgrade_to_room(
         HttpError::new(status, message)
     })?;
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
-    let connection = Connection { conn, room, client_id, slot };
+    let connection = Connection { conn, room, client_id, slot, expires };
     let max = state.config.max_message_bytes;
     let tracker_token = state.tracker.token();
     let response = upgrade

@@ -17,9 +17,13 @@
 //! - [`cluster`]: several instances sharing rooms through Redis.
 //! - [`metrics`]: what `/metrics` shows operators.
 //! - [`clock`]: the server clock every protocol time is on.
+//! - [`api`]: the read API (rooms, Server-Sent Events, history, OpenAPI).
+//! - [`auth`]: join tokens for private rooms.
 //!
 //! `main.rs` only parses flags, sets up logging, binds and calls [`run`].
 
+pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
@@ -77,6 +81,10 @@ pub struct Shared {
     /// The clock protocol times are read from (the system clock, except in
     /// paused-time tests).
     pub clock: Clock,
+    /// Signs and checks join tokens; `None` unless `--private-rooms`.
+    pub tokens: Option<auth::Tokens>,
+    /// Each room's coherence over the last hour.
+    pub history: api::history::SharedHistory,
 }
 
 impl Deref for AppState {
@@ -120,6 +128,12 @@ impl AppState {
             tracker,
             next_conn: AtomicU64::new(1),
             clock,
+            tokens: config
+                .private_rooms
+                .then_some(config.token_secret.as_ref())
+                .flatten()
+                .map(auth::Tokens::new),
+            history: api::history::store(&config),
             config,
         }))
     }

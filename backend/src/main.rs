@@ -3,8 +3,11 @@
 //!
 //! `heartsync healthcheck [--url URL]` instead asks a running server's
 //! `/livez` and exits 0 or 1 (the container's health check; see
-//! `healthcheck.rs`). It is looked for before the server's flags are parsed,
-//! so every server flag works exactly as without it.
+//! `healthcheck.rs`), and `heartsync token --room private-… [--ttl 24h]
+//! [--sub ID]` mints a join token for a private room and prints it with a
+//! share link (`backend::auth::TokenCommand`). Subcommands are looked for
+//! before the server's flags are parsed, so every server flag works exactly
+//! as without them.
 
 mod healthcheck;
 
@@ -18,7 +21,20 @@ fn main() -> anyhow::Result<ExitCode> {
     if std::env::args_os().nth(1).is_some_and(|command| command == "healthcheck") {
         return Ok(healthcheck::main(std::env::args_os().skip(1)));
     }
+    if std::env::args_os().nth(1).is_some_and(|command| command == "token") {
+        return token().map(|()| ExitCode::SUCCESS);
+    }
     serve().map(|()| ExitCode::SUCCESS)
+}
+
+/// `heartsync token …`: prints a join token and its share link.
+fn token() -> anyhow::Result<()> {
+    let args = std::env::args_os().skip(2);
+    let command = backend::auth::TokenCommand::parse_from(
+        std::iter::once(std::ffi::OsString::from("heartsync token")).chain(args),
+    );
+    print!("{}", command.run(backend::clock::now_ms())?);
+    Ok(())
 }
 
 #[tokio::main]

@@ -74,6 +74,12 @@ pub struct Metrics {
     pub love_taps: Counter,
     /// From receiving a love message to its ack being ready.
     pub love_ack: Histogram,
+    /// Server-Sent Events streams open now.
+    pub sse_open: Gauge,
+    /// Server-Sent Events streams ever opened.
+    pub sse_opened: Counter,
+    /// Consensus events written to SSE streams.
+    pub sse_events: Counter,
     /// HTTP connections open now (WebSockets count apart once upgraded).
     pub http_connections_open: Gauge,
     /// TCP connections refused at `--max-http-connections`.
@@ -144,6 +150,9 @@ fn install() -> Metrics {
         room_coherence: histogram!("heartsync_room_coherence"),
         love_taps: counter!("heartsync_love_taps_total"),
         love_ack: histogram!("heartsync_love_ack_seconds"),
+        sse_open: gauge!("heartsync_sse_streams_open"),
+        sse_opened: counter!("heartsync_sse_streams_opened_total"),
+        sse_events: counter!("heartsync_sse_events_sent_total"),
         http_connections_open: gauge!("heartsync_http_connections_open"),
         http_connections_refused: counter!("heartsync_http_connections_refused_total"),
         http_write_timeouts: counter!("heartsync_http_write_timeouts_total"),
@@ -211,6 +220,24 @@ fn describe() {
         Unit::Seconds,
         "Time from receiving a love message to its durable ack."
     );
+    describe_gauge!("heartsync_sse_streams_open", "Server-Sent Events streams open now.");
+    describe_counter!("heartsync_sse_streams_opened_total", "Server-Sent Events streams opened.");
+    describe_counter!(
+        "heartsync_sse_streams_closed_total",
+        "Server-Sent Events streams closed, by reason."
+    );
+    describe_counter!(
+        "heartsync_sse_events_sent_total",
+        "Consensus events written to Server-Sent Events streams."
+    );
+    describe_counter!(
+        "heartsync_sse_refused_total",
+        "Server-Sent Events streams refused before they started, by reason."
+    );
+    describe_counter!(
+        "heartsync_tokens_refused_total",
+        "Requests for private rooms refused for their join token, by reason."
+    );
     describe_gauge!(
         "heartsync_http_connections_open",
         "HTTP connections open now (not counting upgraded WebSockets)."
@@ -234,6 +261,21 @@ impl Metrics {
     /// An upgrade refused for `reason` (a bounded label).
     pub fn upgrade_refused(&self, reason: &'static str) {
         counter!("heartsync_upgrades_refused_total", "reason" => reason).increment(1);
+    }
+
+    /// An SSE stream closed for `reason` (a bounded label).
+    pub fn sse_closed(&self, reason: &'static str) {
+        counter!("heartsync_sse_streams_closed_total", "reason" => reason).increment(1);
+    }
+
+    /// An SSE stream refused for `reason` (a bounded label).
+    pub fn sse_refused(&self, reason: &'static str) {
+        counter!("heartsync_sse_refused_total", "reason" => reason).increment(1);
+    }
+
+    /// A join token refused for `reason` (a bounded label).
+    pub fn token_refused(&self, reason: &'static str) {
+        counter!("heartsync_tokens_refused_total", "reason" => reason).increment(1);
     }
 
     /// An error message sent with `code`.

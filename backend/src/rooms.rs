@@ -21,8 +21,9 @@ pub struct Rooms(Arc<Registry>);
 
 #[derive(Debug)]
 struct Registry {
-    /// Each open room's handle and how many connections are in it.
-    open: Mutex<HashMap<RoomName, (RoomHandle, usize)>>,
+    /// Each open room's handle, how many connections are in it, and how
+    /// many watchers (SSE streams) watch it; it closes when both are zero.
+    open: Mutex<HashMap<RoomName, (RoomHandle, usize, usize)>>,
     timing: RoomTiming,
     tracker: TaskTracker,
     love: LoveStore,
@@ -43,6 +44,18 @@ pub struct Membership {
     /// The room's channels.
     pub handle: RoomHandle,
     /// This connection's view of the room's newest consensus.
+    pub consensus: tokio::sync::watch::Receiver<ConsensusFrame>,
+}
+
+/// A watcher of a room (an SSE stream): it sees the room's consensus and
+/// keeps the room open, but is not one of its hearts. Unwatching happens on
+/// drop.
+#[derive(Debug)]
+pub struct Watcher {
+    rooms: Rooms,
+    /// The room watched.
+    pub name: RoomName,
+    /// The room's newest consensus.
     pub consensus: tokio::sync::watch::Receiver<ConsensusFrame>,
 }
 
@@ -75,11 +88,54 @@ impl Rooms {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, (RoomHandle, usize)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, (RoomHandle, usize, usize)>> {
         // A panic while holding this lock cannot leave the map half-updated
         // (every critical section is a single insert, update or remove), so
         // a poisoned lock is still safe to use.
         self.0.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every room with someone in it, and its newest consensus, in no order.
+    pub fn snapshot(&self) -> Vec<(RoomName, shared::Consensus)> {
+        let open = self.lock();
+        open.iter()
+            .filter(|(_, (_, members, _))| *members > 0)
+            .map(|(name, (handle, _, _))| (name.clone(), handle.consensus.borrow().consensus))
+            .collect()
+    }
+
+    /// Room `name`'s newest consensus, if someone is in it. (Its `hearts`
+    /// are as of the room's last tick: zero for a room not yet a tick old.)
+    pub fn current(&self, name: &RoomName) -> Option<shared::Consensus> {
+        let open = self.lock();
+        let (handle, _, _) = open.get(name).filter(|(_, members, _)| *members > 0)?;
+        Some(handle.consensus.borrow().consensus)
+    }
+
+    /// Watches room `name` if someone is in it (no room is opened for a
+    /// watcher). The watcher keeps the room open until dropped, even after
+    /// its last member leaves.
+    pub fn watch(&self, name: &RoomName) -> Option<Watcher> {
+        let mut open = self.lock();
+        let entry = open.get_mut(name).filter(|(_, members, _)| *members > 0)?;
+        entry.2 += 1;
+        let consensus = entry.0.consensus.clone();
+        Some(Watcher { rooms: self.clone(), name: name.clone(), consensus })
+    }
+
+    /// Undoes one member's or watcher's count; the room closes with the last.
+    fn release(&self, name: &RoomName, watcher: bool) {
+        let mut open = self.lock();
+        if let Some(entry) = open.get_mut(name) {
+            if watcher {
+                entry.2 -= 1;
+            } else {
+                entry.1 -= 1;
+            }
+            if entry.1 == 0 && entry.2 == 0 {
+                open.remove(name);
+            }
+        }
     }
 
     /// Joins `conn` to room `name`, opening the room if needed, and returns
@@ -95,7 +151,7 @@ impl Rooms {
                 let love = self.0.love.clone();
                 let cluster = self.0.cluster.clone();
                 let (timing, clock) = (self.0.timing, self.0.clock);
-                (room::spawn(name.clone(), timing, &self.0.tracker, love, clock, cluster), 0)
+                (room::spawn(name.clone(), timing, &self.0.tracker, love, clock, cluster), 0, 0)
             });
             entry.1 += 1;
             entry.0.clone()
@@ -116,13 +172,13 @@ impl Rooms {
 impl Drop for Membership {
     fn drop(&mut self) {
         let _ = self.handle.control.send(Control::Leave { conn: self.conn });
-        let mut open = self.rooms.lock();
-        if let Some(entry) = open.get_mut(&self.name) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
-                open.remove(&self.name);
-            }
-        }
+        self.rooms.release(&self.name, false);
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.rooms.release(&self.name, true);
     }
 }
 
@@ -173,6 +229,26 @@ mod tests {
         let (_c, first) = rooms.join(name("kitchen"), 3).await.expect("joined");
         assert_eq!((first.consensus.seq, first.consensus.hearts), (0, 1), "a new room");
         assert_eq!(rooms.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watcher_sees_the_room_keeps_it_open_and_is_no_heart() {
+        let rooms = rooms();
+        assert!(rooms.watch(&name("kitchen")).is_none(), "no room is opened for a watcher");
+        let (a, _) = rooms.join(name("kitchen"), 1).await.expect("joined");
+        let mut watcher = rooms.watch(&name("kitchen")).expect("the room is open");
+        assert!(rooms.current(&name("kitchen")).is_some());
+        assert_eq!(rooms.snapshot().len(), 1);
+        drop(a);
+        assert_eq!(rooms.len(), 1, "the watcher keeps the room open");
+        watcher.consensus.changed().await.expect("the room runs");
+        assert_eq!(watcher.consensus.borrow_and_update().consensus.hearts, 0);
+        assert_eq!(rooms.current(&name("kitchen")), None, "no one is in it");
+        assert!(rooms.snapshot().is_empty());
+        assert!(rooms.watch(&name("kitchen")).is_none());
+        drop(watcher);
+        assert!(rooms.is_empty());
+        assert_eq!(rooms.current(&name("kitchen")), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -53,9 +53,11 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    config.check()?;
     let (love, cluster) = crate::open_storage(&config).await?;
     let state = AppState::clustered(config, love, cluster);
     let router = app(state.clone());
+    crate::api::start(&state);
     let header_timeout = state.config.header_timeout;
     let write_timeout = state.config.write_timeout;
     let drain = state.config.drain;

@@ -55,3 +55,38 @@ pub fn save(key: &str, value: &str) {
         web_sys::console::warn_2(&"heartsync: could not save to localStorage:".into(), &e);
     }
 }
+
+fn session_storage() -> Option<web_sys::Storage> {
+    // Like localStorage, sessionStorage can be missing or throw; a private
+    // room's token then lives only as long as the page.
+    web_sys::window()?.session_storage().ok().flatten()
+}
+
+/// The value kept under `key` for this tab, if there is one.
+pub fn session_load(key: &str) -> Option<String> {
+    session_storage()?.get_item(key).ok().flatten()
+}
+
+/// Keeps `value` under `key` for this tab's life.
+pub fn session_save(key: &str, value: &str) {
+    if let Some(storage) = session_storage()
+        && let Err(e) = storage.set_item(key, value)
+    {
+        web_sys::console::warn_2(&"heartsync: could not save to sessionStorage:".into(), &e);
+    }
+}
+
+/// Drops the fragment from the address bar without reloading or adding a
+/// history entry.
+pub fn drop_fragment() {
+    let Some(window) = web_sys::window() else { return };
+    let location = window.location();
+    let without = format!(
+        "{}{}",
+        location.pathname().unwrap_or_default(),
+        location.search().unwrap_or_default()
+    );
+    if let Ok(history) = window.history() {
+        let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&without));
+    }
+}

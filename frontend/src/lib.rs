@@ -11,6 +11,8 @@
 //! - [`heart`]: the heart's outline and its lub-dub beat, on a canvas.
 //! - [`particles`]: the small hearts that burst out when love is sent.
 //! - [`stored`]: what the page keeps in localStorage, under which keys.
+//! - [`history`]: the coherence strip's cells, colours and text alternative.
+//! - [`token`]: a private room's join token, from the share link's fragment.
 //!
 //! Browser modules (wasm32 only):
 //! - `page`: what the parts share: the session, the signals the components
@@ -22,8 +24,10 @@
 //! - this file's `App` and its small components.
 
 pub mod heart;
+pub mod history;
 pub mod particles;
 pub mod stored;
+pub mod token;
 
 #[cfg(target_arch = "wasm32")]
 mod browser;
@@ -44,9 +48,10 @@ pub use ui::App;
 mod ui {
     use crate::browser;
     use crate::heart::{self, Layout};
+    use crate::history::{self, History};
     use crate::page::{Command, LoveKeys, Page, Stats};
     use crate::stored::{CLIENT_ID_KEY, love_acked_key, love_taps_key, parse_count};
-    use crate::{canvas, connection};
+    use crate::{canvas, connection, token};
     use futures::channel::mpsc;
     use futures::future::abortable;
     use gloo_events::EventListener;
@@ -105,7 +110,11 @@ mod ui {
             &location.protocol().unwrap_or_default(),
             &location.host().unwrap_or_default(),
         );
-        let url = address::socket_url(&server, &room, &client_id());
+        let join_token = join_token(&room);
+        let url = token::socket_url_with(
+            &address::socket_url(&server, &room, &client_id()),
+            join_token.as_deref(),
+        );
         spawn_local(connection::run(url, page.clone(), commands_rx));
 
         let listeners = SendWrapper::new(listen(&page));
@@ -124,12 +133,85 @@ mod ui {
                     <Status stats />
                 </header>
                 <HeartCanvas />
+                <HistoryStrip room=room.clone() join_token />
                 <footer class="bottom">
                     <Numbers stats />
                     <LoveButton />
                 </footer>
             </main>
         }
+    }
+
+    /// A private room's join token: taken from the share link's fragment
+    /// (then kept in sessionStorage and dropped from the address bar, so it
+    /// is not bookmarked or shared by accident), or the one kept earlier in
+    /// this tab.
+    fn join_token(room: &RoomName) -> Option<String> {
+        let key = token::key(room);
+        let hash = window().location().hash().unwrap_or_default();
+        if let Some(found) = token::from_fragment(&hash) {
+            browser::session_save(&key, &found);
+            browser::drop_fragment();
+            return Some(found);
+        }
+        browser::session_load(&key)
+    }
+
+    /// The room's last hour under the heart, one cell per 10 s coloured by
+    /// mean coherence, fetched once a minute; a screen reader hears the
+    /// trend.
+    #[component]
+    fn HistoryStrip(room: RoomName, join_token: Option<String>) -> impl IntoView {
+        let fetched = RwSignal::new(None::<History>);
+        let (refreshing, stop) = abortable(async move {
+            loop {
+                if let Some(history) = fetch_history(&room, join_token.as_deref()).await {
+                    fetched.set(Some(history));
+                }
+                gloo_timers::future::TimeoutFuture::new(history::REFRESH_MS).await;
+            }
+        });
+        spawn_local(async move {
+            let _ = refreshing.await;
+        });
+        on_cleanup(move || stop.abort());
+        let page = use_context::<Page>();
+        let cells = move || {
+            let now = browser::now();
+            let server_now =
+                page.as_ref().and_then(|p| p.with(|s| s.server_time(now))).unwrap_or(now);
+            fetched.with(|h| h.as_ref().map(|h| history::cells(h, server_now)).unwrap_or_default())
+        };
+        let label = move || {
+            fetched.with(|h| {
+                h.as_ref()
+                    .map_or_else(|| String::from("Coherence history loading"), history::describe)
+            })
+        };
+        view! {
+            <div class="history" role="img" aria-label=label title=label data-testid="history">
+                {move || {
+                    cells()
+                        .into_iter()
+                        .map(|cell| view! { <span style:background=history::colour(cell)></span> })
+                        .collect_view()
+                }}
+            </div>
+        }
+    }
+
+    /// The room's history from the read API; `None` when it cannot be had
+    /// (the strip keeps what it showed and tries again in a minute).
+    async fn fetch_history(room: &RoomName, join_token: Option<&str>) -> Option<History> {
+        let mut request = gloo_net::http::Request::get(&history::url(room));
+        if let Some(join_token) = join_token {
+            request = request.header("Authorization", &format!("Bearer {join_token}"));
+        }
+        let response = request.send().await.ok()?;
+        if !response.ok() {
+            return None;
+        }
+        History::parse(&response.text().await.ok()?).ok()
     }
 
     /// The page's listeners: `l` or space sends love, and the connection

@@ -368,6 +368,31 @@ fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
+/// The schemathesis release the API contract test runs (from PyPI).
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
+
+/// Installs schemathesis, pinned, into its own virtualenv under `dir` (the
+/// target dir, so it never touches the system's Python), unless it is there
+/// already; returns the program. Takes about two minutes the first time.
+pub fn schemathesis(dir: &Path) -> Result<PathBuf> {
+    let venv = dir.join("schemathesis-venv");
+    let program = venv.join("bin").join("schemathesis");
+    let installed = probe(Command::new(&program).arg("--version"))
+        .is_some_and(|version| version.ends_with(SCHEMATHESIS_VERSION));
+    if installed {
+        println!("ok: schemathesis {SCHEMATHESIS_VERSION} ({})", program.display());
+        return Ok(program);
+    }
+    let python = find_program("python3").context("python3 is needed to install schemathesis")?;
+    run(Command::new(python).args(["-m", "venv"]).arg(&venv)).context(
+        "could not make a virtualenv for schemathesis (Debian: apt-get install python3-venv)",
+    )?;
+    run(Command::new(venv.join("bin").join("pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(format!("schemathesis=={SCHEMATHESIS_VERSION}")))?;
+    Ok(program)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

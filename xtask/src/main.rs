@@ -42,8 +42,11 @@ commands:
                     release server binary
   run [-- args...]  build, then serve dist/ on http://127.0.0.1:8080
                     (args go to the heartsync binary)
-  test [args...]    install build and test tools, build dist/, then
+  test [args...]    install build and test tools, build dist/, run
+                    schemathesis against the read API, then
                     `cargo test --workspace [args...]`
+  contract          build the server and run only schemathesis against
+                    its read API
   ci                fmt check, clippy (host and wasm32), cargo deny and
                     cargo machete, the deploy linters, then all of `test`
   cluster [--instances N] [--port P] [--check] [--debug]
@@ -87,6 +90,12 @@ fn dispatch(args: &[String]) -> Result<()> {
         "build" => build(&workspace, &mut steps),
         "run" => serve(&workspace, &mut steps, strip_separator(rest)),
         "test" => test(&workspace, &mut steps, rest),
+        "contract" => {
+            steps.run("cargo build -p backend", || {
+                run(workspace.cargo().args(["build", "--package", "backend", "--bins"]))
+            })?;
+            api_contract(&workspace, &mut steps)
+        }
         "cluster" => run_cluster(&workspace, &mut steps, rest),
         "deploy-check" => {
             if !rest.is_empty() {
@@ -287,6 +296,7 @@ fn test(workspace: &Workspace, steps: &mut Steps, args: &[String]) -> Result<()>
             "--bins",
         ]))
     })?;
+    api_contract(workspace, steps)?;
     cargo_test(workspace, steps, args)?;
     // The whole topology, only when the whole suite runs (not for
     // `cargo xtask test -p backend` or a test name).
@@ -317,6 +327,59 @@ fn run_cluster(workspace: &Workspace, steps: &mut Steps, args: &[String]) -> Res
         workspace.target_dir()?.join("release").join("heartsync")
     };
     steps.run("cluster", || cluster::run(&workspace.root, &binary, &workspace.dist(), &options))
+}
+
+/// The secret the contract test's server signs join tokens with.
+const CONTRACT_SECRET: &str = "xtask-contract-test-secret-0123456789";
+
+/// Runs schemathesis against a live server from its own OpenAPI document:
+/// every operation, the default checks, a bounded number of examples.
+fn api_contract(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
+    let target = workspace.target_dir()?;
+    let schemathesis = steps.run("install schemathesis", || install::schemathesis(&target))?;
+    steps.run("schemathesis (read API contract)", || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = format!("127.0.0.1:{port}");
+        let data = target.join("contract-data");
+        let _ = std::fs::remove_dir_all(&data);
+        let server = Command::new(target.join("debug").join("heartsync"))
+            .args(["--addr", &addr, "--private-rooms", "--log", "warn"])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--static-dir")
+            .arg(workspace.dist())
+            .env("HEARTSYNC_TOKEN_SECRET", CONTRACT_SECRET)
+            .spawn()
+            .context("could not start the heartsync binary for the contract test")?;
+        let server = KillOnDrop(server);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if std::time::Instant::now() > deadline {
+                bail!("heartsync did not listen on {addr} within 30 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // Hypothesis keeps its database in the working directory: the
+        // target dir, not the workspace.
+        let result = run(Command::new(&schemathesis)
+            .current_dir(&target)
+            .args(["run", &format!("http://{addr}/api/openapi.json")])
+            .args(["--max-examples", "20", "--request-timeout", "5"]));
+        drop(server);
+        result.context(
+            "the read API broke its own OpenAPI document (see schemathesis's report above)",
+        )
+    })
+}
+
+/// A child process killed when dropped, so a failing step leaves no server.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn cargo_test(workspace: &Workspace, steps: &mut Steps, args: &[String]) -> Result<()> {

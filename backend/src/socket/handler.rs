@@ -83,17 +83,29 @@ pub(super) struct Deadlines {
     pub(super) pong_due: Option<Instant>,
     /// When a draining server closes this connection; `None` until it drains.
     pub(super) close_at: Option<Instant>,
+    /// When the connection's join token expires (private rooms only).
+    pub(super) expires: Option<Instant>,
 }
 
 impl Deadlines {
     fn new(now: Instant, ping_interval: Duration, pong_timeout: Duration) -> Self {
         let next_ping = now + ping_interval;
-        Self { ping_interval, pong_timeout, next_ping, pong_due: None, close_at: None }
+        Self {
+            ping_interval,
+            pong_timeout,
+            next_ping,
+            pong_due: None,
+            close_at: None,
+            expires: None,
+        }
     }
 
     /// The earliest deadline.
     fn next(&self) -> Instant {
-        [self.pong_due, self.close_at].into_iter().flatten().fold(self.next_ping, Instant::min)
+        [self.pong_due, self.close_at, self.expires]
+            .into_iter()
+            .flatten()
+            .fold(self.next_ping, Instant::min)
     }
 
     /// What is due at `now`: `Ok(true)` to send a ping, or the reason to
@@ -101,6 +113,9 @@ impl Deadlines {
     fn fire(&mut self, now: Instant) -> Result<bool, CloseReason> {
         if self.close_at.is_some_and(|at| at <= now) {
             return Err(CloseReason::Shutdown);
+        }
+        if self.expires.is_some_and(|at| at <= now) {
+            return Err(CloseReason::TokenExpired);
         }
         if self.pong_due.is_some_and(|at| at <= now) {
             metrics().pongs_missed.increment(1);
@@ -319,5 +334,15 @@ mod tests {
         d.close_at = Some(start + s(3));
         assert_eq!(d.next(), start + s(3));
         assert_eq!(d.fire(start + s(3)), Err(CloseReason::Shutdown));
+    }
+
+    #[test]
+    fn an_expiring_token_closes_the_socket_when_it_expires() {
+        let (start, mut d) = deadlines();
+        let s = Duration::from_secs;
+        d.expires = Some(start + s(7));
+        assert_eq!(d.next(), start + s(7));
+        assert_eq!(d.fire(start + s(6)), Ok(false));
+        assert_eq!(d.fire(start + s(7)), Err(CloseReason::TokenExpired));
     }
 }

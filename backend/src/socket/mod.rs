@@ -67,6 +67,9 @@ pub struct Connection {
     pub client_id: ClientId,
     /// Its place under the connection cap, held for its whole life.
     pub slot: ConnectionSlot,
+    /// When its join token expires (private rooms): the socket is closed
+    /// then with 1008.
+    pub expires: Option<tokio::time::Instant>,
 }
 
 /// Why a connection ended; used for logs (and metrics labels), and it
@@ -89,6 +92,8 @@ pub enum CloseReason {
     TooLarge,
     /// The room stopped (only while shutting down).
     RoomGone,
+    /// The join token the connection came with expired.
+    TokenExpired,
 }
 
 impl CloseReason {
@@ -103,6 +108,7 @@ impl CloseReason {
             CloseReason::Violations => "violations",
             CloseReason::TooLarge => "too_large",
             CloseReason::RoomGone => "room_gone",
+            CloseReason::TokenExpired => "token_expired",
         }
     }
 
@@ -118,18 +124,22 @@ impl CloseReason {
             CloseReason::Flood => Some((close_code::POLICY, "flooding")),
             CloseReason::Violations => Some((close_code::POLICY, "too many protocol violations")),
             CloseReason::TooLarge => Some((close_code::SIZE, "message too large")),
+            CloseReason::TokenExpired => Some((close_code::POLICY, "token expired")),
         }
     }
 }
 
 /// Serves one upgraded connection until it ends.
 pub async fn serve(socket: impl Socket, state: AppState, connection: Connection) -> CloseReason {
-    let Connection { conn, room, client_id, slot: _slot } = connection;
+    let Connection { conn, room, client_id, slot: _slot, expires } = connection;
     let m = metrics();
     m.connections_opened.increment(1);
     m.connections_open.increment(1.0);
     let reason = match Handler::start(socket, state, conn, room.clone(), client_id.clone()).await {
-        Ok(handler) => handler.run().await,
+        Ok(mut handler) => {
+            handler.deadlines.expires = expires;
+            handler.run().await
+        }
         Err(reason) => reason,
     };
     m.connections_open.decrement(1.0);

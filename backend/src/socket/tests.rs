@@ -132,6 +132,7 @@ async fn connect_with_window(state: &AppState, window: usize) -> Peer {
         room: RoomName::main(),
         client_id: ClientId::parse("abcdefgh").expect("a valid client id"),
         slot: state.limits.admit(std::net::Ipv4Addr::LOCALHOST.into()).expect("room under the cap"),
+        expires: None,
     };
     let task = tokio::spawn(serve(socket, state.clone(), connection));
     let mut peer = Peer { to_server, from_server, task };

@@ -1,5 +1,6 @@
 //! heartsync's integration tests: one binary, one module per behaviour family.
 
+mod api;
 mod browser;
 mod cluster;
 mod consensus;
