@@ -134,6 +134,24 @@ pub struct Config {
     #[arg(long, env = "HEARTSYNC_LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
 
+    /// Redis shared by several instances, e.g. `redis://127.0.0.1:6379/0`.
+    /// Without it the server runs alone with love in SQLite in `--data-dir`;
+    /// with it, rooms span every instance on the same Redis and love lives
+    /// in Redis (which must run `appendonly yes` + `appendfsync always`).
+    #[arg(long, env = "HEARTSYNC_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// This instance's name among the instances sharing Redis (in `/readyz`,
+    /// logs and metrics). Default: hostname, pid and a random suffix.
+    #[arg(long, env = "HEARTSYNC_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// Start even when Redis is not configured to fsync every write
+    /// (`appendonly yes` + `appendfsync always`): an acknowledged love tap
+    /// may then be lost if Redis crashes.
+    #[arg(long, env = "HEARTSYNC_REDIS_UNSAFE_LOVE")]
+    pub redis_unsafe_love: bool,
+
     /// Make rooms named `private-…` private: they admit only holders of a
     /// join token signed with `--token-secret`. Off, such rooms are refused.
     #[arg(long, env = "HEARTSYNC_PRIVATE_ROOMS")]

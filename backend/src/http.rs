@@ -186,9 +186,18 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.load(Ordering::Relaxed) {
         return HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
+    if let Some(cluster) = &state.cluster
+        && !cluster.redis_up()
+    {
+        let message = format!("Redis is unreachable (instance {})", cluster.id());
+        return HttpError::new(StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    }
     let check = tokio::time::timeout(Duration::from_secs(2), state.love.check_writable()).await;
     match check {
-        Ok(Ok(())) => "ready".into_response(),
+        Ok(Ok(())) => match &state.cluster {
+            Some(cluster) => format!("ready (instance {})", cluster.id()).into_response(),
+            None => "ready".into_response(),
+        },
         Ok(Err(error)) => {
             tracing::warn!(%error, "not ready: the love store cannot be written");
             HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "storage is not writable")

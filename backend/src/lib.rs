@@ -16,6 +16,7 @@
 //!   on every socket of the room, and each socket's outbox.
 //! - [`limits`]: connection caps, accept rate, message rate, violations.
 //! - [`love`]: love taps, counted once and acknowledged when durable.
+//! - [`cluster`]: several instances sharing rooms through Redis.
 //! - [`metrics`]: what `/metrics` shows operators.
 //! - [`clock`]: the server clock every protocol time is on.
 //! - [`api`]: the read API (rooms, Server-Sent Events, history, OpenAPI).
@@ -26,6 +27,7 @@
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod fanout;
 pub mod http;
@@ -40,7 +42,9 @@ pub mod socket;
 pub use config::{Config, LogFormat};
 pub use server::run;
 
+use anyhow::Context;
 use clock::Clock;
+use cluster::Cluster;
 use limits::ConnectionLimits;
 use love::LoveStore;
 use room::RoomTiming;
@@ -75,6 +79,8 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// The id of the next connection.
     pub next_conn: AtomicU64,
+    /// The link to the other instances, with `--redis-url`.
+    pub cluster: Option<Cluster>,
     /// The clock protocol times are read from (the system clock, except in
     /// paused-time tests).
     pub clock: Clock,
@@ -94,15 +100,26 @@ impl Deref for AppState {
 impl AppState {
     /// A fresh server state for `config`, keeping love in `love`.
     pub fn new(config: Config, love: LoveStore) -> Self {
-        Self::with_clock(config, love, Clock::system())
+        Self::build(config, love, Clock::system(), None)
     }
 
     /// A fresh server state whose protocol times come from `clock`.
     pub fn with_clock(config: Config, love: LoveStore, clock: Clock) -> Self {
+        Self::build(config, love, clock, None)
+    }
+
+    /// A fresh server state whose rooms span every instance on `cluster`'s
+    /// Redis (or this one alone, with `None`).
+    pub fn clustered(config: Config, love: LoveStore, cluster: Option<Cluster>) -> Self {
+        Self::build(config, love, Clock::system(), cluster)
+    }
+
+    fn build(config: Config, love: LoveStore, clock: Clock, cluster: Option<Cluster>) -> Self {
         let tracker = TaskTracker::new();
         let timing = RoomTiming { tick: config.tick, vote_ttl: config.vote_ttl };
         AppState(Arc::new(Shared {
-            rooms: Rooms::new(timing, tracker.clone(), love.clone(), clock),
+            rooms: Rooms::new(timing, tracker.clone(), love.clone(), clock, cluster.clone()),
+            cluster,
             love,
             limits: ConnectionLimits::new(
                 config.max_connections,
@@ -128,4 +145,29 @@ impl AppState {
 /// The router serving the page, health checks and WebSockets for `state`.
 pub fn app(state: AppState) -> axum::Router {
     http::router(state)
+}
+
+/// The love store and, with `--redis-url`, the link to the other
+/// instances. Without Redis, love is in SQLite in `--data-dir`; with it,
+/// Redis must answer within [`cluster::CONNECT_TIMEOUT`] and make every
+/// write durable (or `--redis-unsafe-love`), else the server refuses to
+/// start with a message saying why.
+pub async fn open_storage(config: &Config) -> anyhow::Result<(LoveStore, Option<Cluster>)> {
+    let Some(url) = config.redis_url.clone() else {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+        let store = love::sqlite::SqliteLove::open(&config.data_dir).with_context(|| {
+            format!("cannot open the love store in {}", config.data_dir.display())
+        })?;
+        return Ok((LoveStore::start(store), None));
+    };
+    let id = config.instance_id.clone().unwrap_or_else(cluster::default_instance_id);
+    let cluster = Cluster::connect(&url, id).await?;
+    let unsafe_love = config.redis_unsafe_love;
+    let store = tokio::task::spawn_blocking(move || {
+        love::redis::RedisLove::open(&url, cluster::CONNECT_TIMEOUT, unsafe_love)
+    })
+    .await
+    .context("the Redis love store's check panicked")??;
+    Ok((LoveStore::start(store), Some(cluster)))
 }

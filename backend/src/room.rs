@@ -19,6 +19,8 @@
 //! together.
 
 use crate::clock::Clock;
+use crate::cluster::Cluster;
+use crate::cluster::room::{ClusterEvent, ClusterRoom};
 use crate::love::LoveStore;
 use crate::metrics::metrics;
 use axum::extract::ws::Utf8Bytes;
@@ -117,6 +119,9 @@ struct Room {
     clock: Clock,
     /// This room's share of the server-wide gauges.
     gauges: RoomGauges,
+    /// With `--redis-url`: the room on the other instances. Its ticks then
+    /// replace the local interval, and its combine the local consensus.
+    cluster: Option<ClusterRoom>,
 }
 
 /// What this room last added to the server-wide hearts and voters gauges,
@@ -152,11 +157,15 @@ pub fn spawn(
     tracker: &tokio_util::task::TaskTracker,
     love: LoveStore,
     clock: Clock,
+    cluster: Option<Cluster>,
 ) -> RoomHandle {
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE);
+    let cluster =
+        cluster.map(|c| ClusterRoom::new(c.join_room(&name), timing.tick, clock.now_ms()));
     let first = Consensus {
-        seq: 0,
+        // Clustered, seq is the tick number, the same on every instance.
+        seq: cluster.as_ref().map_or(0, ClusterRoom::current_tick),
         at: clock.now_ms(),
         phase: 0.0,
         bpm: RESTING_BPM,
@@ -166,18 +175,46 @@ pub fn spawn(
         love: 0,
     };
     let (consensus_tx, consensus_rx) = watch::channel(ConsensusFrame::new(first, clock.now()));
-    let room =
-        Room { members: HashMap::new(), last: first, timing, clock, gauges: RoomGauges::default() };
+    let room = Room {
+        members: HashMap::new(),
+        last: first,
+        timing,
+        clock,
+        gauges: RoomGauges::default(),
+        cluster,
+    };
+    let total_control = control_tx.downgrade();
     tracker.spawn(async move {
         tracing::debug!(room = %name, "room opened");
         metrics().rooms_active.increment(1.0);
         let mut room = room;
-        // Joins wait in the channel until the total is known, so no one
-        // sees this room without its love.
-        match love.total(name.clone()).await {
-            Ok(total) => room.last.love = total,
-            Err(error) => {
-                tracing::error!(room = %name, %error, "cannot read the room's love total")
+        if room.cluster.as_ref().is_some_and(|c| !c.redis_up()) {
+            // Clustered with Redis away: the room opens at once and takes its
+            // total when Redis is back (totals only grow; the other
+            // instances' partials carry it too). The reader holds the room
+            // only weakly, so a room that empties does not wait for it.
+            let room_control = total_control;
+            let (love, name) = (love.clone(), name.clone());
+            tokio::spawn(async move {
+                match love.total(name.clone()).await {
+                    Ok(total) => {
+                        if let Some(control) = room_control.upgrade() {
+                            let _ = control.send(Control::Love { total });
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(room = %name, %error, "cannot read the room's love total")
+                    }
+                }
+            });
+        } else {
+            // Joins wait in the channel until the total is known, so no one
+            // sees this room without its love.
+            match love.total(name.clone()).await {
+                Ok(total) => room.last.love = total,
+                Err(error) => {
+                    tracing::error!(room = %name, %error, "cannot read the room's love total")
+                }
             }
         }
         room.run(control_rx, report_rx, consensus_tx).await;
@@ -206,7 +243,12 @@ impl Room {
                         // The newcomer gets the room as of now without waiting a
                         // tick, under the last seq so it sees no gap.
                         let now = self.clock.now();
-                        let fresh = self.compute(self.clock.now_ms(), now, self.last.seq);
+                        // Clustered, every seq must read the same on every
+                        // instance: the newcomer gets the last one as broadcast.
+                        let fresh = match self.cluster {
+                            Some(_) => self.last,
+                            None => self.compute(self.clock.now_ms(), now, self.last.seq),
+                        };
                         let _ = reply.send(ConsensusFrame::new(fresh, now));
                     }
                     Some(Control::Leave { conn }) => {
@@ -224,7 +266,29 @@ impl Room {
                         *slot = Some(report);
                     }
                 }
-                _ = ticks.tick() => {
+                event = next_cluster_event(&mut self.cluster, self.clock) => match event {
+                    ClusterEvent::Partial(partial) => {
+                        if let Some(cluster) = &mut self.cluster {
+                            cluster.receive(partial);
+                        }
+                    }
+                    ClusterEvent::Tick(k) => {
+                        let ticked = self.clock.now();
+                        if let Some(cluster) = &mut self.cluster {
+                            let votes = self.members.values().flatten();
+                            let (next, local_voters) = cluster.tick(
+                                k, votes, self.members.len(), &self.last, ticked, self.timing.vote_ttl,
+                            );
+                            // The gauges count this instance's own hearts.
+                            let hearts = u32::try_from(self.members.len()).unwrap_or(u32::MAX);
+                            self.gauges.update(&Consensus { hearts, voters: local_voters, ..next });
+                            self.last = next;
+                            consensus.send_replace(ConsensusFrame::new(next, ticked));
+                            metrics().tick_duration.record(ticked.elapsed().as_secs_f64());
+                        }
+                    }
+                },
+                _ = ticks.tick(), if self.cluster.is_none() => {
                     let ticked = self.clock.now();
                     let next = self.compute(self.clock.now_ms(), ticked, self.last.seq + 1);
                     self.gauges.update(&next);
@@ -241,6 +305,14 @@ impl Room {
     fn compute(&self, at_ms: f64, now: Instant, seq: u64) -> Consensus {
         let votes = self.members.values().flatten();
         consensus_of(votes, self.members.len(), &self.last, at_ms, now, self.timing.vote_ttl, seq)
+    }
+}
+
+/// The next event of a clustered room; never, for a room on its own.
+async fn next_cluster_event(cluster: &mut Option<ClusterRoom>, clock: Clock) -> ClusterEvent {
+    match cluster {
+        Some(cluster) => cluster.next_event(clock.now_ms()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -301,7 +373,7 @@ mod tests {
         let timing = RoomTiming { tick: TICK, vote_ttl: Duration::from_secs(5) };
         let tracker = tokio_util::task::TaskTracker::new();
         let love = LoveStore::start(MemoryLove::default());
-        let handle = spawn(RoomName::main(), timing, &tracker, love, clock);
+        let handle = spawn(RoomName::main(), timing, &tracker, love, clock, None);
         let (reply, first) = oneshot::channel();
         handle.control.send(Control::Join { conn: 1, reply }).expect("the room runs");
         first.await.expect("the room answers a join");

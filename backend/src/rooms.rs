@@ -6,6 +6,7 @@
 //! one.
 
 use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::fanout::Fanout;
 use crate::love::LoveStore;
 use crate::room::{self, ConnId, ConsensusFrame, Control, RoomHandle, RoomTiming};
@@ -28,6 +29,8 @@ struct Registry {
     timing: RoomTiming,
     tracker: TaskTracker,
     love: LoveStore,
+    /// The other instances, with `--redis-url`.
+    cluster: Option<Cluster>,
     /// The clock every room runs on.
     clock: Clock,
 }
@@ -78,10 +81,16 @@ pub struct RoomGone;
 
 impl Rooms {
     /// An empty registry whose rooms tick with `timing` on `clock` and run
-    /// on `tracker`.
-    pub fn new(timing: RoomTiming, tracker: TaskTracker, love: LoveStore, clock: Clock) -> Self {
+    /// on `tracker`; with a `cluster`, rooms span every instance on its Redis.
+    pub fn new(
+        timing: RoomTiming,
+        tracker: TaskTracker,
+        love: LoveStore,
+        clock: Clock,
+        cluster: Option<Cluster>,
+    ) -> Self {
         let open = Mutex::new(HashMap::new());
-        Self(Arc::new(Registry { open, timing, tracker, love, clock }))
+        Self(Arc::new(Registry { open, timing, tracker, love, clock, cluster }))
     }
 
     /// How many rooms are open.
@@ -155,8 +164,10 @@ impl Rooms {
             let mut open = self.lock();
             let entry = open.entry(name.clone()).or_insert_with(|| {
                 let love = self.0.love.clone();
+                let cluster = self.0.cluster.clone();
+                let (timing, clock) = (self.0.timing, self.0.clock);
                 let handle =
-                    room::spawn(name.clone(), self.0.timing, &self.0.tracker, love, self.0.clock);
+                    room::spawn(name.clone(), timing, &self.0.tracker, love, clock, cluster);
                 let fanout = Fanout::spawn(&handle.consensus, &self.0.tracker);
                 OpenRoom { handle, fanout, members: 0, watchers: 0 }
             });
@@ -199,7 +210,7 @@ mod tests {
         let timing =
             RoomTiming { tick: Duration::from_millis(250), vote_ttl: Duration::from_secs(5) };
         let love = LoveStore::start(MemoryLove::default());
-        Rooms::new(timing, TaskTracker::new(), love, Clock::following_tokio(0.0))
+        Rooms::new(timing, TaskTracker::new(), love, Clock::following_tokio(0.0), None)
     }
 
     fn name(s: &str) -> RoomName {

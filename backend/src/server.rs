@@ -9,10 +9,8 @@
 //! Refusals are logged here as one summary line a minute at most.
 
 use crate::limits::{HttpConnections, RefusalKind};
-use crate::love::{LoveStore, sqlite::SqliteLove};
 use crate::metrics::metrics;
 use crate::{AppState, Config, app};
-use anyhow::Context;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -56,11 +54,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     config.check()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
-    let store = SqliteLove::open(&config.data_dir)
-        .with_context(|| format!("cannot open the love store in {}", config.data_dir.display()))?;
-    let state = AppState::new(config, LoveStore::start(store));
+    let (love, cluster) = crate::open_storage(&config).await?;
+    let state = AppState::clustered(config, love, cluster);
     let router = app(state.clone());
     crate::api::start(&state);
     let header_timeout = state.config.header_timeout;

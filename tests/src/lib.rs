@@ -10,6 +10,7 @@
 //! - [`browser`]: headless Chromium over WebDriver.
 
 pub mod browser;
+pub mod cluster;
 pub mod http;
 pub mod metrics;
 

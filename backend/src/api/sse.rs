@@ -300,7 +300,7 @@ mod tests {
     ) -> (Stream, Membership, CancellationToken) {
         let timing = RoomTiming { tick: TICK, vote_ttl: Duration::from_secs(5) };
         let love = LoveStore::start(MemoryLove::default());
-        let rooms = Rooms::new(timing, TaskTracker::new(), love, Clock::following_tokio(0.0));
+        let rooms = Rooms::new(timing, TaskTracker::new(), love, Clock::following_tokio(0.0), None);
         let name = RoomName::parse("kitchen").expect("a room name");
         let (member, _) = rooms.join(name.clone(), 1).await.expect("joined");
         let watcher = rooms.watch(&name).expect("someone is in the room");

@@ -8,11 +8,12 @@
 //! of taps costs one fsync, not one each, and an idle server acks at once.
 //!
 //! [`LoveBackend`] is the small trait a storage engine implements; SQLite
-//! ([`sqlite`]) is the embedded default, and a shared store for several
-//! instances can take its place.
+//! ([`sqlite`]) is the embedded default, and Redis ([`redis`]) the shared
+//! store of several instances (`--redis-url`).
 
 #[cfg(test)]
 pub(crate) mod memory;
+pub mod redis;
 pub mod sqlite;
 
 use shared::protocol::MAX_LOVE_STEP;
@@ -67,12 +68,21 @@ pub enum StoreError {
     /// The database refused or failed.
     #[error("love store: {0}")]
     Sqlite(#[source] Arc<rusqlite::Error>),
+    /// Redis refused or failed (`--redis-url`).
+    #[error("love store: {0}")]
+    Redis(#[source] Arc<::redis::RedisError>),
     /// The data on disk is from a newer version or otherwise unusable.
     #[error("love store: {0}")]
     Incompatible(String),
     /// The writer thread has stopped.
     #[error("love store: the writer has stopped")]
     Stopped,
+}
+
+impl From<::redis::RedisError> for StoreError {
+    fn from(error: ::redis::RedisError) -> Self {
+        StoreError::Redis(Arc::new(error))
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -1,11 +1,12 @@
 //! Love taps: acknowledged only when durable, counted exactly once.
 
+use backend::Config;
 use shared::{ClientMessage, ErrorCode, LoveAck, ServerMessage};
 use std::time::Duration;
 use tests::{Client, ServerProcess, TestServer};
 
 /// Sends love `seq` and returns the ack, skipping ticks.
-async fn love(client: &mut Client, seq: u64) -> anyhow::Result<LoveAck> {
+pub(crate) async fn love(client: &mut Client, seq: u64) -> anyhow::Result<LoveAck> {
     client.send(&ClientMessage::Love { seq }).await;
     loop {
         match client.next().await? {
@@ -18,31 +19,50 @@ async fn love(client: &mut Client, seq: u64) -> anyhow::Result<LoveAck> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn taps_are_acknowledged_in_order_and_replays_count_nothing() {
-    let server = TestServer::start_with(|c| c.tick = Duration::from_millis(50)).await;
+    ordered_acks_and_replays(|_| {}).await;
+}
+
+/// The ordered-acks test on the love store `backend` chooses (the Redis
+/// variant is in `cluster.rs`).
+pub(crate) async fn ordered_acks_and_replays(backend: impl FnOnce(&mut Config)) {
+    let server = TestServer::start_with(|c| {
+        c.tick = Duration::from_millis(50);
+        backend(c);
+    })
+    .await;
     let (mut a, _, _) = server.join("/ws/valentine?client_id=client-aaaa").await;
     let (mut b, _, _) = server.join("/ws/valentine?client_id=client-bbbb").await;
-    assert_eq!(love(&mut a, 1).await.unwrap(), LoveAck { seq: 1, total: 1 });
-    assert_eq!(love(&mut a, 4).await.unwrap(), LoveAck { seq: 4, total: 4 });
-    assert_eq!(love(&mut b, 2).await.unwrap(), LoveAck { seq: 2, total: 6 });
+    assert_eq!(love(&mut a, 1).await.expect("love acknowledged"), LoveAck { seq: 1, total: 1 });
+    assert_eq!(love(&mut a, 4).await.expect("love acknowledged"), LoveAck { seq: 4, total: 4 });
+    assert_eq!(love(&mut b, 2).await.expect("love acknowledged"), LoveAck { seq: 2, total: 6 });
     // Replays and older counts are acknowledged with the total, and add nothing.
-    assert_eq!(love(&mut a, 4).await.unwrap(), LoveAck { seq: 4, total: 6 });
-    assert_eq!(love(&mut a, 2).await.unwrap(), LoveAck { seq: 2, total: 6 });
+    assert_eq!(love(&mut a, 4).await.expect("love acknowledged"), LoveAck { seq: 4, total: 6 });
+    assert_eq!(love(&mut a, 2).await.expect("love acknowledged"), LoveAck { seq: 2, total: 6 });
     // A jump of more than 50 counts nothing and is an error.
     a.send(&ClientMessage::Love { seq: 60 }).await;
-    assert_eq!(a.next_error().await.unwrap(), ErrorCode::BadLove);
-    assert_eq!(love(&mut a, 54).await.unwrap(), LoveAck { seq: 54, total: 56 });
+    assert_eq!(a.next_error().await.expect("love acknowledged"), ErrorCode::BadLove);
+    assert_eq!(love(&mut a, 54).await.expect("love acknowledged"), LoveAck { seq: 54, total: 56 });
     // Everyone in the room sees the total in the consensus.
-    b.consensus_where(Duration::from_secs(2), |c| c.love == 56).await.unwrap();
+    b.consensus_where(Duration::from_secs(2), |c| c.love == 56).await.expect("love acknowledged");
     // A reconnect with the same client id is the same tapper.
     a.close().await;
     let (mut again, _, first) = server.join("/ws/valentine?client_id=client-aaaa").await;
     assert_eq!(first.love, 56);
-    assert_eq!(love(&mut again, 54).await.unwrap(), LoveAck { seq: 54, total: 56 });
+    assert_eq!(
+        love(&mut again, 54).await.expect("love acknowledged"),
+        LoveAck { seq: 54, total: 56 }
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_tappers_with_replays_add_exactly_what_they_tapped() {
+    concurrent_tappers_and_separate_rooms(|_| {}).await;
+}
+
+/// The concurrent-tappers test on the love store `backend` chooses.
+pub(crate) async fn concurrent_tappers_and_separate_rooms(backend: impl FnOnce(&mut Config)) {
     let server = TestServer::start_with(|c| {
+        backend(c);
         c.tick = Duration::from_millis(50);
         // Each tapper sends up to 46 messages at once; this test is about
         // counting, not the rate limit.
@@ -67,11 +87,11 @@ async fn concurrent_tappers_with_replays_add_exactly_what_they_tapped() {
     }
     let mut tapped = 0;
     for tapper in tappers {
-        tapped += tapper.await.unwrap().unwrap();
+        tapped += tapper.await.expect("the tapper ran").expect("the tapper tapped");
     }
     let (mut late, _, first) = server.join("/ws/crowd?client_id=latecomer").await;
     assert_eq!(first.love, tapped);
-    assert_eq!(love(&mut late, 0).await.unwrap().total, tapped);
+    assert_eq!(love(&mut late, 0).await.expect("love acknowledged").total, tapped);
     // Separate rooms keep separate totals.
     let (_, _, elsewhere) = server.join("/ws/elsewhere").await;
     assert_eq!(elsewhere.love, 0);

@@ -3,6 +3,7 @@
 mod api;
 mod browser;
 mod budget;
+mod cluster;
 mod consensus;
 mod deploy;
 mod hostile;
