@@ -229,8 +229,9 @@ fn publish_state(beat: &Beat, frames: u64) {
         return;
     };
     let state = js_sys::Object::new();
-    let fields: [(&str, JsValue); 10] = [
+    let fields: [(&str, JsValue); 11] = [
         ("phase", beat.phase.into()),
+        ("clock_offset", beat.clock_offset.map_or(JsValue::NULL, JsValue::from)),
         ("server_now", beat.server_now.into()),
         ("bpm", beat.bpm.into()),
         ("hearts", beat.hearts.into()),

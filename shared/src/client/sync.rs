@@ -38,7 +38,6 @@
 //! the Unix epoch.
 
 use crate::clock::ClockSample;
-use std::collections::VecDeque;
 
 /// How many round trips make a burst, sent one after another when a
 /// connection opens or the tab comes back into view, so that a good
@@ -102,7 +101,7 @@ impl Slewing {
 pub struct Clock {
     /// The recent samples, oldest first, at most [`WINDOW`]; only those
     /// taken since the last restart.
-    samples: VecDeque<ClockSample>,
+    samples: Vec<ClockSample>,
     /// Local time of the last [`Self::restart`]: an answer to a request sent
     /// before it belongs to the clock as it was, and is ignored.
     since: f64,
@@ -144,12 +143,12 @@ impl Clock {
             return false;
         }
         if self.samples.len() == WINDOW {
-            self.samples.pop_front();
+            self.samples.remove(0);
         }
-        self.samples.push_back(sample);
+        self.samples.push(sample);
         self.in_burst += 1;
         self.taken += 1;
-        let Some((estimate, bound)) = agreed_offset(self.samples.iter(), t1) else {
+        let Some((estimate, bound)) = agreed_offset(&self.samples, t1) else {
             return true;
         };
         self.estimate = Some((estimate, bound));
@@ -200,30 +199,29 @@ impl Clock {
 /// widened by [`PRECISION_MS`] and by [`DRIFT`] times its age. Where every
 /// interval overlaps, the answer is their intersection; where some do not,
 /// the region inside the most of them wins and the rest are outliers.
-fn agreed_offset<'a>(
-    samples: impl Iterator<Item = &'a ClockSample>,
-    now: f64,
-) -> Option<(f64, f64)> {
-    // (edge, +1 for a start or −1 for an end); starts sort before ends at
-    // the same value so that touching intervals count as agreeing.
-    let mut edges: Vec<(f64, i32)> = samples
-        .flat_map(|s| {
-            let widen = PRECISION_MS + DRIFT * (now - s.t1).max(0.0);
-            [(s.server_time - s.t1 - widen, 1), (s.server_time - s.t0 + widen, -1)]
-        })
-        .collect();
-    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
-    let (mut inside, mut most, mut best) = (0, 0, None);
-    for (i, &(edge, step)) in edges.iter().enumerate() {
-        inside += step;
-        if inside > most
-            && let Some(&(next, _)) = edges.get(i + 1)
-        {
-            most = inside;
-            best = Some((edge, next));
+///
+/// The most-covered region starts at some interval's low edge, so each low
+/// edge is tried in turn: quadratic, but over at most [`WINDOW`] samples,
+/// and it keeps a sort (a few kilobytes of wasm) out of the page.
+fn agreed_offset(samples: &[ClockSample], now: f64) -> Option<(f64, f64)> {
+    let interval = |s: &ClockSample| {
+        let widen = PRECISION_MS + DRIFT * (now - s.t1).max(0.0);
+        (s.server_time - s.t1 - widen, s.server_time - s.t0 + widen)
+    };
+    let mut best: Option<(usize, f64, f64)> = None;
+    for candidate in samples {
+        let (edge, _) = interval(candidate);
+        let (mut count, mut low, mut high) = (0, f64::NEG_INFINITY, f64::INFINITY);
+        for (lo, hi) in samples.iter().map(interval).filter(|(lo, hi)| *lo <= edge && edge <= *hi) {
+            count += 1;
+            low = low.max(lo);
+            high = high.min(hi);
+        }
+        if best.is_none_or(|(most, _, _)| count > most) {
+            best = Some((count, low, high));
         }
     }
-    best.map(|(low, high)| ((low + high) / 2.0, (high - low) / 2.0))
+    best.map(|(_, low, high)| ((low + high) / 2.0, (high - low) / 2.0))
 }
 
 #[cfg(test)]
