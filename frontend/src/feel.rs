@@ -47,6 +47,8 @@ fn change<R>(player: Shared, page: Option<&Page>, change: impl FnOnce(&mut Playe
 }
 
 /// The sound toggle, and the haptic toggle where the phone can vibrate.
+/// Each says whether it is on through `aria-pressed` (which the style
+/// shows too), so its name stays the same for screen readers.
 #[component]
 pub fn FeelToggles() -> impl IntoView {
     let page = use_context::<Page>();
@@ -75,7 +77,7 @@ pub fn FeelToggles() -> impl IntoView {
                 title="hear the beat"
                 on:click=on_sound
             >
-                {move || if sound.get() { "♪ sound on" } else { "♪ sound off" }}
+                "♪ sound"
             </button>
             {vibrates.then(|| view! {
                 <button
@@ -85,7 +87,7 @@ pub fn FeelToggles() -> impl IntoView {
                     title="feel the beat"
                     on:click=on_haptic
                 >
-                    {move || if haptic.get() { "≋ buzz on" } else { "≋ buzz off" }}
+                    "≋ buzz"
                 </button>
             })}
         </div>

@@ -276,11 +276,22 @@ async fn sound(page: &Browser) -> Result<(String, f64, Vec<f64>)> {
     Ok((state.to_owned(), offset, beats.iter().filter_map(serde_json::Value::as_f64).collect()))
 }
 
+/// Waits until the toggle `testid` says (through `aria-pressed`) that it is
+/// `pressed`.
+async fn wait_for_pressed(page: &Browser, testid: &str, pressed: bool) -> Result<()> {
+    wait_until(Duration::from_secs(5), &format!("{testid} pressed={pressed}"), || async {
+        let value = page.find(testid).await?.attr("aria-pressed").await?;
+        ensure!(value.as_deref() == Some(if pressed { "true" } else { "false" }), "{value:?}");
+        Ok(())
+    })
+    .await
+}
+
 /// Turns the page's sound on (a real click: the gesture browsers ask for)
 /// and waits until its audio context runs and it has scheduled a beat.
 async fn sound_on(page: &Browser, name: &str) -> Result<()> {
     page.click("sound-toggle").await?;
-    page.wait_for_text("sound-toggle", "on", |text| text.contains("on")).await?;
+    wait_for_pressed(page, "sound-toggle", true).await.with_context(|| format!("page {name}"))?;
     wait_until(Duration::from_secs(5), "sound to run and schedule beats", || async {
         let (state, _, beats) = sound(page).await?;
         ensure!(state == "running" && !beats.is_empty(), "state {state}, beats {beats:?}");
@@ -352,7 +363,7 @@ async fn two_pages_with_sound_on_schedule_each_beat_at_the_same_server_instant()
 
         // Off is off: the audio context is closed, nothing more is scheduled.
         a.click("sound-toggle").await?;
-        a.wait_for_text("sound-toggle", "off", |text| text.contains("off")).await?;
+        wait_for_pressed(&a, "sound-toggle", false).await?;
         let raw = a.eval("return window.__heartsync_sound;").await?;
         ensure!(raw.get("state").and_then(serde_json::Value::as_str) == Some("off"), "{raw}");
 
