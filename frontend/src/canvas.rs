@@ -263,8 +263,9 @@ fn publish_state(beat: &Beat, frames: u64, still: bool, pulse: f64) {
         return;
     };
     let state = js_sys::Object::new();
-    let fields: [(&str, JsValue); 12] = [
+    let fields: [(&str, JsValue); 13] = [
         ("phase", beat.phase.into()),
+        ("clock_offset", beat.clock_offset.map_or(JsValue::NULL, JsValue::from)),
         ("server_now", beat.server_now.into()),
         ("bpm", beat.bpm.into()),
         ("hearts", beat.hearts.into()),

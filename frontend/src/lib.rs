@@ -10,6 +10,8 @@
 //! Pure modules (no browser; tested natively with `cargo test -p frontend`):
 //! - [`heart`]: the heart's outline and its lub-dub beat, on a canvas.
 //! - [`particles`]: the small hearts that burst out when love is sent.
+//! - [`schedule`]: which beats to hand to the audio clock, on the server's
+//!   clock, and where they fall on it.
 //! - [`stored`]: what the page keeps in localStorage, under which keys.
 //! - [`history`]: the coherence strip's cells, colours and text alternative.
 //! - [`token`]: a private room's join token, from the share link's fragment.
@@ -23,6 +25,8 @@
 //! - `connection`: the gloo-net socket loop: feeds the session, sends what
 //!   it says, reconnects when it says.
 //! - `canvas`: draws the heart each animation frame (gloo-render).
+//! - `audio`: the lub-dub in WebAudio and the haptic beat, on the schedule.
+//! - `feel`: the sound and haptic toggles.
 //! - `browser`: the clock, random numbers, visibility, storage.
 //! - this file's `App` and its small components.
 
@@ -30,16 +34,21 @@ pub mod heart;
 pub mod history;
 pub mod i18n;
 pub mod particles;
+pub mod schedule;
 pub mod share;
 pub mod stored;
 pub mod token;
 
+#[cfg(target_arch = "wasm32")]
+mod audio;
 #[cfg(target_arch = "wasm32")]
 mod browser;
 #[cfg(target_arch = "wasm32")]
 mod canvas;
 #[cfg(target_arch = "wasm32")]
 mod connection;
+#[cfg(target_arch = "wasm32")]
+mod feel;
 #[cfg(target_arch = "wasm32")]
 mod page;
 
@@ -182,6 +191,7 @@ mod ui {
                     <Numbers stats lang />
                     <LoveButton lang />
                     <Share link lang />
+                    <crate::feel::FeelToggles />
                 </footer>
                 // What a screen reader hears: the connection's state when it
                 // changes, and the counts at most every `SUMMARY_MS`.

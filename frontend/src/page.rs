@@ -89,6 +89,9 @@ pub struct Beat {
     pub server_now: f64,
     /// The heart's rate.
     pub bpm: f64,
+    /// What the page adds to its clock to read the server's (ms); `None`
+    /// before the first clock sync.
+    pub clock_offset: Option<f64>,
     /// Open connections in the room (0 while unknown).
     pub hearts: u32,
     /// How in step the room is.
@@ -147,6 +150,7 @@ impl Page {
                 phase,
                 server_now: session.server_time(now),
                 bpm: session.heart().bpm(),
+                clock_offset: session.clock().offset_at(now),
                 hearts: view.room.map_or(0, |room| room.hearts),
                 coherence: view.room.map_or(0.0, |room| room.coherence),
                 connected: view.link.is_connected(),

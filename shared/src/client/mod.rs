@@ -13,7 +13,8 @@
 //!   [`COUPLING`] every client (and the server's empty room) uses.
 //! - [`love`]: the love ledger: cumulative taps, what is acknowledged, one
 //!   batching and resend policy.
-//! - [`sync`]: the offset to the server's clock from bursts of samples.
+//! - [`sync`]: the offset to the server's clock: a burst of samples, then
+//!   one a second, filtered as NTP does and slewed so it never jumps.
 //! - [`link`]: where the connection stands, its timeouts, the retry delay.
 //! - [`address`]: the room a page path opens, socket URLs, client ids.
 

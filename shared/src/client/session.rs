@@ -11,7 +11,7 @@
 use super::heart::Heart;
 use super::link::{self, Attempt, Link, Stuck};
 use super::love::Love;
-use super::sync::{Clock, RESYNC_MS};
+use super::sync::{Clock, SAMPLE_MS};
 use crate::backoff::Backoff;
 use crate::{ClientMessage, ProtocolError, ServerMessage};
 
@@ -71,8 +71,8 @@ pub struct Reaction {
 pub enum Visible {
     /// It was waiting to reconnect: connect now.
     Reconnect,
-    /// It is connected, but its timers were throttled and the clocks may
-    /// have drifted: send this clock-sync request.
+    /// It is connected, but its clock may have stood still while the tab
+    /// slept: send this request, the first of a new burst of clock samples.
     Resync(ClientMessage),
     /// Nothing to do.
     Nothing,
@@ -100,8 +100,9 @@ pub struct Session {
     report_ms: u64,
     /// When the next phase report is due (once welcomed and synced).
     next_report: f64,
-    /// When the next clock sync is due (while the socket is open).
-    next_resync: f64,
+    /// When the next gentle clock sample is due (while the socket is open
+    /// and no burst is under way).
+    next_sample: f64,
     /// What the newest consensus on this connection said.
     room: Option<RoomNumbers>,
     /// Taps to burst out of the heart that the client has not drawn yet:
@@ -122,7 +123,7 @@ impl Session {
             welcomed: false,
             report_ms: DEFAULT_REPORT_MS,
             next_report: f64::INFINITY,
-            next_resync: f64::INFINITY,
+            next_sample: f64::INFINITY,
             room: None,
             bursts: (0, 0),
         }
@@ -165,8 +166,8 @@ impl Session {
         self.link = Link::Connecting;
     }
 
-    /// The socket opened at `now`: start a clock sync; unacknowledged love
-    /// goes out again (from [`Self::poll`]).
+    /// The socket opened at `now`: start a burst of clock samples;
+    /// unacknowledged love goes out again (from [`Self::poll`]).
     pub fn opened(&mut self, now: f64) -> Vec<ClientMessage> {
         self.attempt.get_or_insert_with(|| Attempt::start(now)).opened(now);
         self.welcomed = false;
@@ -174,11 +175,12 @@ impl Session {
         vec![self.resync(now)]
     }
 
-    /// Starts a new clock sync at local time `now`: the first request (the
-    /// others follow each answer).
+    /// Starts a burst of clock samples at local time `now`: the first
+    /// request (the others follow each answer; then [`Self::poll`] samples
+    /// gently, every [`SAMPLE_MS`], for as long as the socket is open).
     pub fn resync(&mut self, now: f64) -> ClientMessage {
-        self.clock.restart();
-        self.next_resync = now + RESYNC_MS;
+        self.clock.restart(now);
+        self.next_sample = now + SAMPLE_MS;
         ClientMessage::Time { t0: now }
     }
 
@@ -223,10 +225,12 @@ impl Session {
                 self.bursts.1 = self.bursts.1.saturating_add(others);
             }
             ServerMessage::Time(reply) => {
-                self.clock.record(reply.t0, reply.server_time, now);
-                // One request at a time: each sample measures a quiet round
-                // trip instead of queueing behind its siblings.
-                if self.clock.wants_sample() {
+                let used = self.clock.record(reply.t0, reply.server_time, now);
+                // A burst sends one request at a time: each sample measures
+                // a quiet round trip instead of queueing behind its
+                // siblings. (An answer from before the burst started
+                // starts no second chain.)
+                if used && self.clock.wants_sample() {
                     reaction.send.push(ClientMessage::Time { t0: now });
                 }
             }
@@ -255,8 +259,10 @@ impl Session {
         if !attempt.is_open() {
             return Ok(send);
         }
-        if now >= self.next_resync {
-            send.push(self.resync(now));
+        if !self.clock.wants_sample() && now >= self.next_sample {
+            send.push(ClientMessage::Time { t0: now });
+            // On the schedule, so that late wake-ups do not slow it down.
+            self.next_sample = (self.next_sample + SAMPLE_MS).max(now + SAMPLE_MS / 2.0);
         }
         if self.welcomed
             && now >= self.next_report
@@ -282,8 +288,10 @@ impl Session {
         };
         let mut wake = attempt.deadline();
         if attempt.is_open() {
-            wake = wake.min(self.next_resync);
-            if self.welcomed && self.clock.offset().is_some() {
+            if !self.clock.wants_sample() {
+                wake = wake.min(self.next_sample);
+            }
+            if self.welcomed && self.clock.synced() {
                 wake = wake.min(self.next_report);
             }
             if let Some(love) = self.love.next_due() {
@@ -313,7 +321,7 @@ impl Session {
         self.welcomed = false;
         self.room = None;
         self.next_report = f64::INFINITY;
-        self.next_resync = f64::INFINITY;
+        self.next_sample = f64::INFINITY;
         let until = now + link::next_delay_ms(&mut self.backoff, random, hidden);
         self.link = Link::Waiting { until, reason: reason.to_owned() };
         until
@@ -448,7 +456,7 @@ mod tests {
             }
         }
         assert_eq!(requests, CLOCK_SAMPLES);
-        assert_eq!(s.clock().offset(), Some(1e12));
+        assert_eq!(s.clock().offset_at(t0), Some(1e12));
         // The first report is due at once, the next a period later.
         assert!(s.next_wake() <= t0 + 20.0);
         match s.poll(1000.0).as_deref() {
@@ -459,7 +467,12 @@ mod tests {
             other => panic!("expected a phase report, got {other:?}"),
         }
         assert_eq!(s.poll(1001.0), Ok(vec![]));
-        assert!(matches!(s.poll(1500.0).as_deref(), Ok([ClientMessage::Phase(_)])));
+        // The gentle clock sample (due a second after the burst began) goes
+        // with the next report.
+        assert!(matches!(
+            s.poll(1500.0).as_deref(),
+            Ok([ClientMessage::Time { t0: 1500.0 }, ClientMessage::Phase(_)])
+        ));
     }
 
     #[test]
@@ -549,17 +562,66 @@ mod tests {
         assert_eq!(s.poll(9_000.0 + SILENCE_MS), Err(Stuck::Silent));
     }
 
+    /// The clock-sync requests among `sent`.
+    fn times(sent: Result<Vec<ClientMessage>, Stuck>) -> Vec<f64> {
+        sent.expect("not stuck")
+            .into_iter()
+            .filter_map(|m| match m {
+                ClientMessage::Time { t0 } => Some(t0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn time_reply(t0: f64) -> ServerMessage {
+        ServerMessage::Time(TimeReply { t0, server_time: 1e12 + t0 + 5.0 })
+    }
+
     #[test]
-    fn the_clock_is_synced_again_every_so_often() {
+    fn the_clock_is_sampled_in_a_burst_then_gently_for_good() {
+        let mut s = open_session(); // it sent the burst's first request at 0
+        let mut t0 = 0.0;
+        for _ in 1..CLOCK_SAMPLES {
+            let sent = s.receive(time_reply(t0), t0 + 10.0).send;
+            assert_eq!(sent, vec![ClientMessage::Time { t0: t0 + 10.0 }]);
+            t0 += 10.0;
+        }
+        assert_eq!(s.receive(time_reply(t0), t0 + 10.0).send, vec![], "the burst is done");
+        // Then one sample a second, on the schedule, while the socket is open
+        // (the server ticks, so the silence deadline never comes first).
+        for k in 1..=120 {
+            let at = SAMPLE_MS * f64::from(k);
+            s.heard(at - 1.0);
+            assert!(times(s.poll(at - 1.0)).is_empty());
+            assert!(s.next_wake() <= at);
+            assert_eq!(times(s.poll(at)), vec![at]);
+            s.receive(time_reply(at), at + 10.0);
+        }
+        assert_eq!(s.clock().offset_at(0.0), Some(1e12));
+    }
+
+    #[test]
+    fn coming_back_into_view_starts_a_new_burst_and_pauses_gentle_sampling() {
         let mut s = open_session();
-        // The server ticks, so the silence deadline never comes first.
-        s.heard(RESYNC_MS - 1000.0);
-        assert_eq!(s.next_wake(), RESYNC_MS);
-        assert_eq!(s.poll(RESYNC_MS - 1.0), Ok(vec![]));
-        s.heard(RESYNC_MS);
-        assert_eq!(s.poll(RESYNC_MS), Ok(vec![ClientMessage::Time { t0: RESYNC_MS }]));
-        s.heard(2.0 * RESYNC_MS - 1000.0);
-        assert_eq!(s.next_wake(), 2.0 * RESYNC_MS);
+        let mut t0 = 0.0;
+        while let [ClientMessage::Time { t0: next }] = s.receive(time_reply(t0), t0 + 10.0).send[..]
+        {
+            t0 = next;
+        }
+        s.heard(500.0);
+        let Visible::Resync(ClientMessage::Time { t0: burst }) = s.visible(500.0) else {
+            panic!("a connected page resyncs");
+        };
+        assert_eq!(burst, 500.0);
+        // The burst's answer has not come: no gentle sample meanwhile.
+        s.heard(500.0 + SAMPLE_MS);
+        assert!(times(s.poll(500.0 + SAMPLE_MS)).is_empty());
+        // An answer to a request from before the burst starts nothing.
+        assert_eq!(s.receive(time_reply(t0), 600.0).send, vec![]);
+        assert_eq!(
+            s.receive(time_reply(500.0), 610.0).send,
+            vec![ClientMessage::Time { t0: 610.0 }]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::{
     io::Write,
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
@@ -26,10 +27,15 @@ const CONVERGENCE_LIMIT: Duration = Duration::from_secs(10);
 /// Runs a browser test body within [`TEST_LIMIT`], one browser test at a
 /// time.
 async fn bounded(body: impl Future<Output = Result<()>>) {
+    bounded_within(TEST_LIMIT, body).await;
+}
+
+/// Runs a browser test body within `limit`, one browser test at a time.
+async fn bounded_within(limit: Duration, body: impl Future<Output = Result<()>>) {
     let _turn = take_turn().await;
-    match tokio::time::timeout(TEST_LIMIT, body).await {
+    match tokio::time::timeout(limit, body).await {
         Ok(result) => result.expect("browser test"),
-        Err(_) => panic!("browser test took longer than {TEST_LIMIT:?}"),
+        Err(_) => panic!("browser test took longer than {limit:?}"),
     }
 }
 
@@ -611,6 +617,254 @@ async fn the_first_heart_is_drawn_soon_after_navigation() {
             times[0]
         );
         browser.close().await?;
+        server.shutdown().await
+    })
+    .await;
+}
+
+/// How close, in ms on the server's clock, two pages in a room must
+/// schedule the same beat.
+const SAME_BEAT_MS: f64 = 10.0;
+
+/// How long (ms) after two hearts first beat together the room counts as
+/// settled, for comparing the beats they schedule.
+const SETTLE_MS: f64 = 2_000.0;
+
+/// What the page's sound publishes as `window.__heartsync_sound`: the
+/// audio context's state, the clock offset it mapped with, and the beats
+/// it scheduled lately (server ms of their start).
+async fn sound(page: &Browser) -> Result<(String, f64, Vec<f64>)> {
+    let raw = page.eval("return window.__heartsync_sound ?? null;").await?;
+    let state = raw.get("state").and_then(serde_json::Value::as_str);
+    let offset = raw.get("offset").and_then(serde_json::Value::as_f64);
+    let beats = raw.get("beats").and_then(serde_json::Value::as_array);
+    let (Some(state), Some(offset), Some(beats)) = (state, offset, beats) else {
+        anyhow::bail!("window.__heartsync_sound is not scheduling yet: {raw}");
+    };
+    Ok((state.to_owned(), offset, beats.iter().filter_map(serde_json::Value::as_f64).collect()))
+}
+
+/// Waits until the toggle `testid` says (through `aria-pressed`) that it is
+/// `pressed`.
+async fn wait_for_pressed(page: &Browser, testid: &str, pressed: bool) -> Result<()> {
+    wait_until(Duration::from_secs(5), &format!("{testid} pressed={pressed}"), || async {
+        let value = page.find(testid).await?.attr("aria-pressed").await?;
+        ensure!(value.as_deref() == Some(if pressed { "true" } else { "false" }), "{value:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// Turns the page's sound on (a real click: the gesture browsers ask for)
+/// and waits until its audio context runs and it has scheduled a beat.
+async fn sound_on(page: &Browser, name: &str) -> Result<()> {
+    page.click("sound-toggle").await?;
+    wait_for_pressed(page, "sound-toggle", true).await.with_context(|| format!("page {name}"))?;
+    wait_until(Duration::from_secs(5), "sound to run and schedule beats", || async {
+        let (state, _, beats) = sound(page).await?;
+        ensure!(state == "running" && !beats.is_empty(), "state {state}, beats {beats:?}");
+        Ok(())
+    })
+    .await
+    .with_context(|| format!("page {name}"))
+}
+
+/// Waits until two pages' hearts are within [`TOGETHER`] of each other.
+async fn wait_together(a: &Browser, b: &Browser, within: Duration) -> Result<()> {
+    wait_until(within, "the hearts to beat together", || async {
+        let reading = phase_gap(a, b).await?;
+        ensure!(reading.0 < TOGETHER, "gap {reading:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// Waits until `page` has scheduled `n` beats starting after server time
+/// `after`; its sound's offset and beats then.
+async fn beats_after(page: &Browser, after: f64, n: usize) -> Result<(f64, Vec<f64>)> {
+    wait_until(Duration::from_secs(5), &format!("{n} beats after {after}"), || async {
+        let (_, offset, beats) = sound(page).await?;
+        let later: Vec<f64> = beats.into_iter().filter(|b| *b > after).collect();
+        ensure!(later.len() >= n, "only {later:?}");
+        Ok((offset, later))
+    })
+    .await
+}
+
+/// The largest gap (ms) between each of `a`'s last `n` beats and the
+/// nearest of `b`'s, with `b`'s shifted by `shift` ms; an error when `a` has
+/// fewer.
+fn beat_gap(a: &[f64], b: &[f64], shift: f64, n: usize) -> Result<f64> {
+    ensure!(a.len() >= n && !b.is_empty(), "too few beats: {a:?} and {b:?}");
+    Ok(a[a.len() - n..]
+        .iter()
+        .map(|x| b.iter().map(|y| (x - (y + shift)).abs()).fold(f64::INFINITY, f64::min))
+        .fold(0.0, f64::max))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pages_with_sound_on_schedule_each_beat_at_the_same_server_instant() {
+    bounded(async {
+        let server = serve_page().await?;
+        let url = server.http_url(&format!("/r/{}", fresh_room("lubdub")));
+        let (a, b) = tokio::try_join!(Browser::start(), Browser::start())?;
+        tokio::try_join!(a.goto(&url), b.goto(&url))?;
+        for (name, page) in [("a", &a), ("b", &b)] {
+            page.wait_for_text("hearts", "2", |text| text == "2")
+                .await
+                .with_context(|| format!("page {name}"))?;
+            sound_on(page, name).await?;
+        }
+        wait_together(&a, &b, CONVERGENCE_LIMIT).await?;
+        // Three beats scheduled by both once the room has settled: within
+        // TOGETHER (17 ms at 72 bpm) the pull closes the last of the gap
+        // like e^(−2t), so two seconds later it is a fiftieth of that.
+        let together = a.state().await?.server_now + SETTLE_MS;
+        let ((_, beats_a), (_, beats_b)) =
+            tokio::try_join!(beats_after(&a, together, 3), beats_after(&b, together, 3))?;
+        let gap = beat_gap(&beats_a, &beats_b, 0.0, 3)?;
+        report(&format!(
+            "browser: two pages with sound on schedule each beat within {gap:.2} ms of each \
+             other on the server clock (last 3 beats; a {beats_a:?}, b {beats_b:?})"
+        ));
+        ensure!(gap < SAME_BEAT_MS, "the pages' beats are {gap:.2} ms apart");
+
+        // Off is off: the audio context is closed, nothing more is scheduled.
+        a.click("sound-toggle").await?;
+        wait_for_pressed(&a, "sound-toggle", false).await?;
+        let raw = a.eval("return window.__heartsync_sound;").await?;
+        ensure!(raw.get("state").and_then(serde_json::Value::as_str) == Some("off"), "{raw}");
+
+        a.close().await?;
+        b.close().await?;
+        server.shutdown().await
+    })
+    .await;
+}
+
+/// Each leg's delay through the [`jittery_proxy`]: this many ms…
+const PROXY_DELAY_MS: f64 = 75.0;
+/// …give or take this many, uniformly, chunk by chunk.
+const PROXY_JITTER_MS: f64 = 25.0;
+
+/// A TCP proxy on a local port to `upstream` that holds every chunk for
+/// [`PROXY_DELAY_MS`] ± [`PROXY_JITTER_MS`] each way, as a mobile network
+/// might (in order: a chunk never overtakes the one before, as TCP's would
+/// not). Runs until the test's runtime ends.
+async fn jittery_proxy(upstream: SocketAddr) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let mut seed = 0x5EED_u64;
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            seed = seed.wrapping_add(2);
+            tokio::spawn(delay_one_way(client_read, server_write, seed));
+            tokio::spawn(delay_one_way(server_read, client_write, seed + 1));
+        }
+    });
+    Ok(addr)
+}
+
+/// Copies `from` to `to`, each chunk held for the proxy's jittery delay.
+async fn delay_one_way(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    seed: u64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    // xorshift64*: a seeded, repeatable jitter, no crate needed.
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut buffer = vec![0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let unit = (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+        let delay = PROXY_DELAY_MS + PROXY_JITTER_MS * (2.0 * unit - 1.0);
+        let due = tokio::time::Instant::now() + Duration::from_secs_f64(delay / 1000.0);
+        if tx.send((due, buffer[..n].to_vec())).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// The page's clock offset (ms), once it has one.
+async fn clock_offset(page: &Browser) -> Result<f64> {
+    let state = page.state().await?;
+    state
+        .raw
+        .get("clock_offset")
+        .and_then(serde_json::Value::as_f64)
+        .with_context(|| format!("no clock offset yet: {}", state.raw))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_sync_through_a_jittery_proxy_agrees_with_a_direct_page() {
+    bounded_within(Duration::from_secs(90), async {
+        let server = serve_page().await?;
+        let proxy = jittery_proxy(server.addr).await?;
+        let path = format!("/r/{}", fresh_room("jitter"));
+        let (direct, far) = tokio::try_join!(Browser::start(), Browser::start())?;
+        let (near_url, far_url) = (server.http_url(&path), format!("http://{proxy}{path}"));
+        tokio::try_join!(direct.goto(&near_url), far.goto(&far_url))?;
+        for (name, page) in [("direct", &direct), ("far", &far)] {
+            page.wait_for_text("hearts", "2", |text| text == "2")
+                .await
+                .with_context(|| format!("page {name}"))?;
+        }
+        // Both pages run on this machine's clock, and the direct page's
+        // round trips take well under a millisecond: the difference of the
+        // two offsets is the far page's error.
+        let started = Instant::now();
+        let mut errors = Vec::new();
+        for at in [5, 15, 30, 45, 60] {
+            let wake = started + Duration::from_secs(at);
+            tokio::time::sleep_until(wake.into()).await;
+            let (near, far_offset) = tokio::try_join!(clock_offset(&direct), clock_offset(&far))?;
+            errors.push((at, far_offset - near));
+        }
+        let last = errors.last().map_or(f64::INFINITY, |e| e.1.abs());
+
+        // What the ear hears: both pages' beats, on this machine's clock.
+        sound_on(&direct, "direct").await?;
+        sound_on(&far, "far").await?;
+        wait_together(&direct, &far, CONVERGENCE_LIMIT).await?;
+        let together = direct.state().await?.server_now + SETTLE_MS;
+        let ((near_offset, near_beats), (far_offset, far_beats)) =
+            tokio::try_join!(beats_after(&direct, together, 3), beats_after(&far, together, 3))?;
+        let local =
+            |beats: &[f64], offset: f64| beats.iter().map(|b| b - offset).collect::<Vec<_>>();
+        let heard =
+            beat_gap(&local(&near_beats, near_offset), &local(&far_beats, far_offset), 0.0, 3)?;
+        report(&format!(
+            "browser: through a proxy delaying each leg {PROXY_DELAY_MS} ± {PROXY_JITTER_MS} ms, \
+             the far page's clock offset is off by (s after joining, ms) {errors:.2?}; \
+             the two pages' beats sound within {heard:.2} ms of each other"
+        ));
+        ensure!(last < 3.0, "after a minute the far page's offset is {last:.2} ms off");
+        ensure!(heard < SAME_BEAT_MS, "the beats sound {heard:.2} ms apart");
+        direct.close().await?;
+        far.close().await?;
         server.shutdown().await
     })
     .await;
