@@ -463,9 +463,12 @@ impl Cluster {
         if let Some(drain) = self.drain {
             command.arg("--drain").arg(format!("{}ms", drain.as_millis()));
         }
-        // REDIS: the one place the instances learn where Redis is. The
-        // server has no `--redis-url` yet; when it does, pass it here:
-        //     command.arg("--redis-url").arg(format!("redis://{}/0", self.redis_addr));
+        // The one place the instances learn where Redis is: they share
+        // rooms, consensus and love through it. nginx is their only peer, so
+        // it is the trusted proxy whose `X-Forwarded-For` names the client
+        // (else every client would count as nginx's one address).
+        command.arg("--redis-url").arg(format!("redis://{}/0", self.redis_addr));
+        command.arg("--trusted-proxy").arg("127.0.0.1");
         let log = self.dir.0.join("logs").join(format!("{name}.log"));
         self.instances[index].process = Some(Process::spawn(&name, &mut command, log)?);
         Ok(())
