@@ -25,19 +25,18 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Polls until something accepts TCP connections on `addr`.
 async fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + START_PATIENCE;
-    loop {
-        if TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
+    crate::wait_until(START_PATIENCE, &format!("{what} to listen on {addr}"), || {
+        // A process that has exited will never listen: fail at once.
+        let exited = child.try_wait();
+        async move {
+            if let Some(status) = exited? {
+                return Err(anyhow::anyhow!("{what} exited before listening on {addr}: {status}"));
+            }
+            TcpStream::connect(addr).await?;
+            Ok(())
         }
-        if let Some(status) = child.try_wait()? {
-            bail!("{what} exited before listening on {addr}: {status}");
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("{what} did not listen on {addr} in time");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Sends `signal` to `child` with `kill(1)`.
@@ -106,13 +105,12 @@ impl RedisServer {
         wait_listening(addr, &mut child, "redis-server").await?;
         self.child = Some(child);
         // Listening is not loaded: wait until it answers commands.
-        let deadline = tokio::time::Instant::now() + START_PATIENCE;
-        while self.cli(&["PING"]).await.map(|r| r.trim() != "PONG").unwrap_or(true) {
-            if tokio::time::Instant::now() > deadline {
-                bail!("redis-server does not answer PING");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::wait_until(START_PATIENCE, "redis-server to answer PING", || async {
+            let reply = self.cli(&["PING"]).await?;
+            anyhow::ensure!(reply.trim() == "PONG", "it answered {reply:?}");
+            Ok(())
+        })
+        .await?;
         Ok(())
     }
 

@@ -257,27 +257,25 @@ async fn rooms_are_listed_most_hearts_first_a_page_at_a_time() {
         }
     }
     // The listing reads each room's last tick: wait until it has them all.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let all = loop {
+    let all = tests::wait_until(PATIENCE, "the listing shows all 8 hearts", || async {
         let reply = get(server.addr, "/api/rooms?limit=500", &[]).await;
-        assert_eq!(reply.status, 200);
+        anyhow::ensure!(reply.status == 200, "status {}", reply.status);
         let rooms: Vec<(String, u64)> = reply.json()["rooms"]
             .as_array()
-            .expect("rooms")
+            .context("rooms")?
             .iter()
             .map(|r| {
                 (
-                    r["name"].as_str().expect("name").to_owned(),
-                    r["hearts"].as_u64().expect("hearts"),
+                    r["name"].as_str().unwrap_or_default().to_owned(),
+                    r["hearts"].as_u64().unwrap_or(0),
                 )
             })
             .collect();
-        if rooms.iter().map(|r| r.1).sum::<u64>() == 8 {
-            break rooms;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "rooms never showed all hearts: {rooms:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        anyhow::ensure!(rooms.iter().map(|r| r.1).sum::<u64>() == 8, "{rooms:?}");
+        Ok(rooms)
+    })
+    .await
+    .expect("every room listed with its hearts");
     let expected = [("beta", 3), ("delta", 2), ("gamma", 2), ("alpha", 1)];
     assert_eq!(all, expected.map(|(n, h)| (n.to_owned(), h)));
 
@@ -458,18 +456,16 @@ async fn streams_count_against_the_connection_cap_and_end_on_drain() {
 async fn history_shows_the_rooms_recent_buckets() {
     let server = TestServer::start_with(|c| c.tick = Duration::from_millis(50)).await;
     let (client, _, _) = server.join("/ws/past").await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let history = loop {
+    let history = tests::wait_until(PATIENCE, "a bucket with the heart", || async {
         let reply = get(server.addr, "/api/rooms/past/history?minutes=5", &[]).await;
-        assert_eq!(reply.status, 200);
+        anyhow::ensure!(reply.status == 200, "status {}", reply.status);
         let json = reply.json();
         let buckets = json["buckets"].as_array().cloned().unwrap_or_default();
-        if buckets.iter().any(|b| b["hearts"] == 1) {
-            break json;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no bucket recorded: {json}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        anyhow::ensure!(buckets.iter().any(|b| b["hearts"] == 1), "no bucket recorded: {json}");
+        Ok(json)
+    })
+    .await
+    .expect("history recorded");
     assert_eq!(history["bucket_seconds"], 10);
     for bucket in history["buckets"].as_array().expect("buckets") {
         assert_eq!(bucket["hearts"], 1, "{history}");
@@ -626,8 +622,15 @@ async fn private_rooms_read_api_and_streams_need_the_same_token() {
     assert_eq!(by_query.status, 200);
     by_query.next_consensus().await;
 
-    // Listed nowhere, even with people in it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Listed nowhere, even with people in it (once the room has ticked
+    // with its heart, which the token holder can see).
+    tests::wait_until(PATIENCE, "the private room counts its heart", || async {
+        let room = get(server.addr, "/api/rooms/private-den", &[("Authorization", &bearer)]).await;
+        anyhow::ensure!(room.status == 200 && room.json()["hearts"] == 1, "{}", room.json());
+        Ok(())
+    })
+    .await
+    .expect("the room ticked");
     let listing = get(server.addr, "/api/rooms", &[("Authorization", &bearer)]).await.json();
     assert_eq!(listing["rooms"].as_array().map(Vec::len), Some(0), "{listing}");
     client.close().await;
@@ -698,11 +701,11 @@ async fn the_token_command_mints_a_share_link_and_tokens_never_reach_the_logs() 
         .kill_on_drop(true)
         .spawn()
         .expect("spawned");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "the server never listened");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tests::wait_until(Duration::from_secs(20), "the server to listen", || async {
+        Ok(TcpStream::connect(addr).await?)
+    })
+    .await
+    .expect("the server listens");
     let ws = |path: &str| format!("ws://{addr}{path}");
     let (client, _, _) =
         Client::join(&ws(&format!("/ws/private-x?token={token}"))).await.expect("admitted");
