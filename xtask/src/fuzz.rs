@@ -100,15 +100,30 @@ fn fuzz_one(
     let scratch = target_dir.join("corpus").join(target);
     std::fs::create_dir_all(&scratch)
         .with_context(|| format!("could not create {}", scratch.display()))?;
-    let mut command = cargo_fuzz(workspace, target_dir);
+    // The binary `cargo fuzz build` made, run directly: `cargo fuzz run`
+    // would check the build twice more first (half a minute under load).
+    let binary = target_dir.join(host_triple()?).join("release").join(target);
+    if !binary.is_file() {
+        bail!("`cargo fuzz build` finished but {} is missing", binary.display());
+    }
+    let artifacts = fuzz.join("artifacts").join(target);
+    std::fs::create_dir_all(&artifacts)
+        .with_context(|| format!("could not create {}", artifacts.display()))?;
+    let mut command = Command::new(&binary);
+    command.current_dir(&fuzz).arg(format!("-artifact_prefix={}/", artifacts.display()));
+    // As `cargo fuzz run` sets it: the sanitizer's one-definition-rule check
+    // trips on Rust's duplicated symbols across crates.
+    if env::var_os("ASAN_OPTIONS").is_none() {
+        command.env("ASAN_OPTIONS", "detect_odr_violation=0");
+    }
     // New inputs go to the first folder; the others are only read.
-    command.args(["run", "--debug-assertions", target]).arg(&scratch);
+    command.arg(&scratch);
     for seeds in [fuzz.join("corpus").join(target), fuzz.join("regressions").join(target)] {
         if seeds.is_dir() {
             command.arg(seeds);
         }
     }
-    command.arg("--").args([
+    command.args([
         format!("-max_total_time={}", time.as_secs()),
         // One input taking this long is a hang, reported like a crash.
         "-timeout=20".to_string(),
@@ -117,7 +132,7 @@ fn fuzz_one(
     ]);
     // libFuzzer reports on stderr; pass it through, keeping the last status.
     command.stderr(Stdio::piped());
-    println!("$ cargo fuzz run {target} (RUSTC_BOOTSTRAP=1)");
+    println!("$ {} (fuzz/artifacts/{target}/ for crashes)", binary.display());
     let mut child = command.spawn().context("could not start `cargo fuzz`")?;
     let mut last = None;
     if let Some(stderr) = child.stderr.take() {
@@ -150,6 +165,18 @@ fn cargo_fuzz(workspace: &Workspace, target_dir: &Path) -> Command {
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_TARGET_DIR", target_dir);
     command
+}
+
+/// The host's target triple, which cargo-fuzz builds for (and names the
+/// folder of the binaries after).
+fn host_triple() -> Result<String> {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let output = Command::new(rustc).arg("-vV").output().context("could not run `rustc -vV`")?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .map(str::to_string)
+        .context("`rustc -vV` names no host")
 }
 
 /// The fuzz build's target folder: `$CARGO_TARGET_DIR/fuzz` when the
