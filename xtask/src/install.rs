@@ -197,6 +197,22 @@ pub fn check_tools(tool_path: &OsStr) -> Result<()> {
     Ok(())
 }
 
+/// Installs cargo-fuzz (any version: it only drives the build and
+/// libFuzzer) when it is missing. `tool_path` is the `PATH` it is looked up
+/// in.
+pub fn fuzz_tools(tool_path: &OsStr) -> Result<()> {
+    let found = || probe(Command::new("cargo-fuzz").arg("--version").env("PATH", tool_path));
+    if let Some(version) = found() {
+        println!("ok: {version}");
+        return Ok(());
+    }
+    run(cargo_install().args(["cargo-fuzz", "--locked"]))?;
+    if found().is_none() {
+        bail!("installed cargo-fuzz, but `cargo-fuzz --version` does not run");
+    }
+    Ok(())
+}
+
 /// Installs the Debian packages of [`TEST_PACKAGES`] whose programs are not
 /// on `PATH`.
 pub fn test_tools() -> Result<()> {

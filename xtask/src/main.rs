@@ -15,12 +15,15 @@
 //!   Brotli and gzip copies the server sends as they are.
 //! - `process.rs`: running programs and timing steps.
 //! - `cluster.rs`: `cluster`, deploy/'s topology as local processes.
+//! - `fuzz.rs`: `fuzz`, the cargo-fuzz targets of `fuzz/`, each for a
+//!   bounded time.
 //! - `deploy.rs`: the deploy linters (hadolint, kubernetes-validate,
 //!   `nginx -t`, promtool) and the checks of docker-compose.yml.
 
 mod cluster;
 mod deploy;
 mod dist;
+mod fuzz;
 mod install;
 mod process;
 
@@ -59,7 +62,10 @@ commands:
                     on http://127.0.0.1:P (8080) and Prometheus, with the
                     config files of deploy/, until Ctrl-C; --check checks
                     the running cluster and stops it (exit 0 or 1)
-  deploy-check      lint Dockerfile and deploy/ as `ci` does";
+  deploy-check      lint Dockerfile and deploy/ as `ci` does
+  fuzz [--minutes N] [--seconds N] [target...]
+                    build the fuzz targets of fuzz/ with cargo-fuzz and run
+                    each (or those named) for N (1 minute; `ci`: 30 s)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -113,6 +119,7 @@ fn dispatch(args: &[String]) -> Result<()> {
             install_test_tools(&mut steps)?;
             deploy::check(&workspace.root, &mut steps)
         }
+        "fuzz" => fuzz::command(&workspace, &mut steps, rest),
         "ci" => {
             if !rest.is_empty() {
                 bail!("`ci` takes no arguments, not {rest:?}");
@@ -208,7 +215,9 @@ fn install_build_tools(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
 }
 
 fn install_check_tools(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
-    steps.run("install cargo-deny, cargo-machete", || install::check_tools(&workspace.tool_path))
+    steps
+        .run("install cargo-deny, cargo-machete", || install::check_tools(&workspace.tool_path))?;
+    steps.run("install cargo-fuzz", || install::fuzz_tools(&workspace.tool_path))
 }
 
 fn install_test_tools(steps: &mut Steps) -> Result<()> {
@@ -469,6 +478,9 @@ fn ci(workspace: &Workspace, steps: &mut Steps) -> Result<()> {
     // Every test binary runs even when one fails, so one CI log shows
     // every failure.
     test(workspace, steps, &["--no-fail-fast".to_string()])?;
+    // A short run of every fuzz target: it replays the seeds and every
+    // crash kept as a regression, so a fixed crash that comes back fails.
+    fuzz::run_targets(workspace, steps, fuzz::TARGETS, fuzz::CI_TIME)?;
     steps.print_summary();
     Ok(())
 }
