@@ -95,6 +95,15 @@ impl Slewing {
     }
 }
 
+/// How far (ms) an echoed `t0` may fall short of the restart it was sent
+/// at and still count as sent after it. The first request of a burst is
+/// sent at the very time of its restart, and `t0` comes back through JSON:
+/// serde_json's default float parsing (on the server and here) can land a
+/// unit in the last place off, about 0.0002 ms for today's Unix
+/// milliseconds, which made the first answer "older" than the restart and
+/// stalled the burst.
+const ECHO_SLACK_MS: f64 = 0.01;
+
 /// The offset between a client's clock and the server's, filtered from the
 /// recent request/response samples.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -138,7 +147,7 @@ impl Clock {
         let sample = ClockSample { t0, server_time, t1 };
         let round_trip = sample.round_trip();
         if !(server_time.is_finite() && round_trip.is_finite() && round_trip >= 0.0)
-            || t0 < self.since
+            || t0 < self.since - ECHO_SLACK_MS
         {
             return false;
         }
@@ -382,6 +391,15 @@ mod tests {
         assert!(!clock.record(50.0, 9_999.0, 120.0));
         assert_eq!(clock.estimate(), Some((1000.0, 1.0 + PRECISION_MS)));
         assert!(clock.wants_sample());
+    }
+
+    #[test]
+    fn an_echo_a_unit_in_the_last_place_early_still_counts_after_its_restart() {
+        let sent = 1_795_685_742_874.305_2_f64;
+        let mut clock = Clock::default();
+        clock.restart(sent);
+        assert!(clock.record(sent.next_down(), sent + 1000.0, sent + 20.0));
+        assert!(clock.wants_sample(), "the burst goes on");
     }
 
     #[test]
