@@ -304,6 +304,7 @@ async fn drive(input: Input) {
         room: RoomName::main(),
         client_id: ClientId::parse("fuzz-client").expect("a valid client id"),
         slot: state.limits.admit(std::net::Ipv4Addr::LOCALHOST.into()).expect("under the cap"),
+        expires: None,
     };
     let task = tokio::spawn(serve(ChannelSocket { incoming, outgoing }, state.clone(), connection));
     let parser_config =
