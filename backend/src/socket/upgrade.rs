@@ -88,39 +88,7 @@ pub fn accept(
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
     tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => {
-                tracing::debug!(%error, "the upgrade did not complete");
-                return;
-            }
-        };
-        // The socket's own writes have a deadline (and close with a
-        // reason); the HTTP one would race it.
-        if let Some(deadline) = deadline {
-            deadline.lift();
-        }
-        match upgraded.downcast::<TokioIo<DeadlineStream>>() {
-            Ok(parts) => {
-                let (read, outbox) = Outbox::split(parts.io.into_inner().into_inner());
-                let outbox = Arc::new(outbox);
-                // A copy of what hyper read past the request (usually
-                // nothing): a slice would keep hyper's whole read buffer.
-                let prefix = Bytes::copy_from_slice(&parts.read_buf);
-                drop(parts.read_buf);
-                let budget = read_budget(&state.config);
-                let io = ConnIo { read, outbox: outbox.clone(), prefix, budget };
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                serve_on(Ws(ws), Some(outbox), state, connection).await;
-            }
-            // Not a plain TCP stream (nothing in this server does that):
-            // still served, with the consensus written by the handler.
-            Err(upgraded) => {
-                let io = TokioIo::new(upgraded);
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                serve_on(Ws(ws), None, state, connection).await;
-            }
-        }
+        serve_upgraded(on_upgrade, state, connection, deadline, config).await;
         drop(token);
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
@@ -131,6 +99,51 @@ pub fn accept(
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }
     response
+}
+
+/// Serves the connection once hyper hands the upgraded socket over: on the
+/// bare `TcpStream` with its outbox (the fast path), or else on whatever
+/// hyper gives, the handler writing every consensus itself.
+async fn serve_upgraded(
+    on_upgrade: OnUpgrade,
+    state: AppState,
+    connection: Connection,
+    deadline: Option<WriteDeadline>,
+    config: WebSocketConfig,
+) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            tracing::debug!(%error, "the upgrade did not complete");
+            return;
+        }
+    };
+    // The socket's own writes have a deadline (and close with a
+    // reason); the HTTP one would race it.
+    if let Some(deadline) = deadline {
+        deadline.lift();
+    }
+    match upgraded.downcast::<TokioIo<DeadlineStream>>() {
+        Ok(parts) => {
+            let (read, outbox) = Outbox::split(parts.io.into_inner().into_inner());
+            let outbox = Arc::new(outbox);
+            // A copy of what hyper read past the request (usually
+            // nothing): a slice would keep hyper's whole read buffer.
+            let prefix = Bytes::copy_from_slice(&parts.read_buf);
+            drop(parts.read_buf);
+            let budget = read_budget(&state.config);
+            let io = ConnIo { read, outbox: outbox.clone(), prefix, budget };
+            let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+            serve_on(Ws(ws), Some(outbox), state, connection).await;
+        }
+        // Not a plain TCP stream (nothing in this server does that):
+        // still served, with the consensus written by the handler.
+        Err(upgraded) => {
+            let io = TokioIo::new(upgraded);
+            let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+            serve_on(Ws(ws), None, state, connection).await;
+        }
+    }
 }
 
 /// The upgraded stream as tungstenite reads and writes it: reads straight
