@@ -55,6 +55,13 @@ pub struct PhaseSum {
 }
 
 impl PhaseSum {
+    /// A sum made elsewhere: Σcos 2πφ, Σsin 2πφ and how many phases (for
+    /// example several servers' partial sums added up), so it folds into
+    /// the order parameter exactly as a sum made here.
+    pub fn from_parts(sum_cos: f64, sum_sin: f64, count: usize) -> Self {
+        Self { x: sum_cos, y: sum_sin, count }
+    }
+
     /// Adds one phase (any finite number; it is taken modulo 1).
     pub fn add(&mut self, phase: f64) {
         let angle = TAU * phase;

@@ -13,7 +13,7 @@
 //! hearts it summed kept beating); an instance with no partial for three
 //! ticks is dead for the room and dropped.
 
-use shared::{Consensus, wrap};
+use shared::{Consensus, PhaseSum};
 use std::collections::BTreeMap;
 use std::f64::consts::TAU;
 
@@ -116,13 +116,11 @@ impl Combined {
     /// The consensus this sum stands for, at `at_ms` with sequence `seq`.
     /// With no voters anywhere the beat runs on from `last`.
     pub fn consensus(&self, seq: u64, at_ms: f64, last: &Consensus) -> Consensus {
-        let (phase, coherence, bpm) = if self.voters == 0 {
-            (shared::project(last.phase, last.bpm, last.at, at_ms), 0.0, last.bpm)
-        } else {
-            // The same arithmetic as `shared::PhaseSum::order`, from sums.
-            let n = f64::from(self.voters);
-            let (x, y) = (self.sum_cos / n, self.sum_sin / n);
-            (wrap(y.atan2(x) / TAU), x.hypot(y).min(1.0), self.sum_bpm / n)
+        // The sums fold exactly as one room's votes do (`PhaseSum::order`).
+        let sum = PhaseSum::from_parts(self.sum_cos, self.sum_sin, self.voters as usize);
+        let (phase, coherence, bpm) = match sum.order() {
+            Some(order) => (order.phase, order.coherence, self.sum_bpm / f64::from(self.voters)),
+            None => (shared::project(last.phase, last.bpm, last.at, at_ms), 0.0, last.bpm),
         };
         Consensus {
             seq,
