@@ -194,7 +194,13 @@ impl ClientMessage {
     pub fn parse(text: &str, server_now_ms: f64) -> Result<Self, ProtocolError> {
         // The common case, a well-formed message, in one pass; only a
         // message that fails is parsed again to say exactly what is wrong.
-        if let Ok(message) = serde_json::from_str::<ClientMessage>(text) {
+        // serde's internally tagged enums also accept a sequence whose first
+        // element is the tag (`["time", 2]`, found by the fuzzer): the
+        // protocol's messages are objects, so anything else is diagnosed.
+        let object = text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{');
+        if let Some(message) =
+            object.then(|| serde_json::from_str::<ClientMessage>(text).ok()).flatten()
+        {
             message.validate(server_now_ms)?;
             return Ok(message);
         }
@@ -508,6 +514,16 @@ mod tests {
             Err(e) => assert_eq!(e.code, expected, "{text}: {e}"),
             Ok(m) => panic!("{text} was accepted as {m:?}"),
         }
+    }
+
+    #[test]
+    fn a_message_in_array_form_is_refused_as_bad_json() {
+        // serde reads `["time", 2]` as `{"type":"time","t0":2}`; the
+        // protocol has objects only (fuzz/regressions/client_message/).
+        check(r#"["time", 2]"#, ErrorCode::BadJson);
+        check(" \t\n[\"love\", 3]", ErrorCode::BadJson);
+        check(r#"["phase", 0.5, 72, 1700000000000]"#, ErrorCode::BadJson);
+        assert!(ClientMessage::parse(" \n{\"type\":\"time\",\"t0\":2}", NOW).is_ok());
     }
 
     #[test]
