@@ -194,6 +194,7 @@ impl RedisHistory {
             // The bucket before the first shown tells the love added in it.
             match self.read(room, since - 1).await {
                 Ok(entries) => {
+                    history_metrics().redis_up.set(1.0);
                     if self.reads_failing.swap(false, Ordering::Relaxed) {
                         tracing::info!("history is read from Redis again");
                     }
