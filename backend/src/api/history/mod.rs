@@ -76,7 +76,8 @@ pub struct Bucket {
     pub coherence_max: f64,
     /// The most hearts the room had in the bucket.
     pub hearts: u32,
-    /// Love added during the bucket.
+    /// Love added during the bucket: the rise of the room's total since the
+    /// bucket before.
     pub love_added: u64,
 }
 
@@ -88,7 +89,8 @@ pub struct History {
     /// The width of every bucket, in seconds (10).
     pub bucket_seconds: u32,
     /// Buckets in time order, oldest first; a bucket in which the room was
-    /// closed is absent.
+    /// closed is absent. With several instances sharing Redis, every
+    /// instance answers the same, and a bucket appears once it has ended.
     pub buckets: Vec<Bucket>,
 }
 
