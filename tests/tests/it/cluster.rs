@@ -452,6 +452,7 @@ async fn same_history_everywhere(cluster: &Cluster, room: &str) -> serde_json::V
 #[tokio::test(flavor = "multi_thread")]
 async fn every_instance_answers_the_same_history_even_for_buckets_it_never_saw() {
     let mut cluster = Cluster::start(2, &["--tick", "100ms"]).await.expect("cluster");
+    let started = Instant::now();
     let room = "shared-past";
     let on =
         |i: usize, client: &str| format!("ws://{}/ws/{room}?client_id={client}", cluster.addrs[i]);
@@ -502,6 +503,21 @@ async fn every_instance_answers_the_same_history_even_for_buckets_it_never_saw()
     assert!(all.windows(2).all(|w| w[0]["start"].as_f64() < w[1]["start"].as_f64()), "{answer}");
     let written = metric(cluster.instance(0), "heartsync_history_entries_written_total").await;
     assert!(written.unwrap() >= 2.0, "one entry per ended bucket");
+
+    // Redis heard of history once per instance and bucket, not per tick
+    // (100 ms here), and the room's set expires.
+    let stats = cluster.redis.cli(&["INFO", "commandstats"]).await.unwrap();
+    let zadds: f64 = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_zadd:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or_else(|| panic!("no ZADD in {stats}"));
+    let buckets_elapsed = started.elapsed().as_secs_f64() / 10.0 + 2.0;
+    assert!(zadds <= 2.0 * buckets_elapsed, "{zadds} ZADDs in {:?}", started.elapsed());
+    let key = format!("heartsync:history:{room}");
+    let ttl: i64 = cluster.redis.cli(&["PTTL", &key]).await.unwrap().trim().parse().expect("PTTL");
+    assert!(0 < ttl && ttl <= 3_720_000, "{key} expires: PTTL {ttl}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
