@@ -598,3 +598,33 @@ async fn while_redis_is_down_history_answers_from_memory_then_is_shared_again() 
     assert_eq!(metric(cluster.instance(0), "heartsync_history_redis_up").await.unwrap(), 1.0);
     assert!(!a.ended(), "the heart stayed connected");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_stops_hands_over_the_bucket_it_was_filling() {
+    let mut cluster =
+        Cluster::start(2, &["--tick", "100ms", "--drain", "1s"]).await.expect("cluster");
+    let room = "last-words";
+    let url = format!("ws://{}/ws/{room}?client_id=heart-000z", cluster.addrs[0]);
+    let heart = Heart::join(&url, 0.0, 60.0).await.expect("join");
+    all_see(&[&heart], 1, 1).await.unwrap();
+    // Stop instance 0 while a bucket it sampled is still filling.
+    let filling = wait_until(Duration::from_secs(20), "a bucket under way", || async {
+        let latest = heart.latest();
+        let start = (latest.at / 10_000.0).floor() * 10_000.0;
+        let into = now_ms() - start;
+        ensure!(latest.seq > 0 && (1_000.0..7_000.0).contains(&into), "{into} ms into the bucket");
+        Ok(start)
+    })
+    .await
+    .unwrap();
+    let mut stopped = cluster.instances[0].take().expect("instance 0");
+    stopped.signal("TERM");
+    stopped.wait(PATIENCE).await.expect("instance 0 stops");
+    // Only instance 0 ever sampled the room, and its sampler is gone: the
+    // bucket can only be there because it was handed over on the way out.
+    let answer = history(&cluster, 1, room).await.unwrap();
+    assert!(
+        buckets(&answer).iter().any(|b| b["start"].as_f64() == Some(filling)),
+        "bucket {filling} missing: {answer}"
+    );
+}

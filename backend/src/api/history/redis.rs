@@ -10,7 +10,9 @@
 //! love) in one `ZRANGEBYSCORE` and merges every instance's entries, so an
 //! instance answers for buckets in which it had no member, or before it
 //! started. The bucket still filling is not in Redis yet: it appears once
-//! it has ended (at most 10 s later), the same on every instance.
+//! it has ended (at most 10 s later), the same on every instance. An
+//! instance that shuts down hands over the bucket it was filling on its
+//! way out, so what it alone saw is kept.
 //!
 //! Redis traffic is per room and bucket, never per tick: one `ZADD` for
 //! each (instance, room, bucket) with members, pipelined with a trim of the
