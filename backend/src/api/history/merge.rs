@@ -180,6 +180,7 @@ fn overlap(covered: &[(u64, u64)], first: u64, last: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// An entry of bucket `index` from `instance`: seqs `first..=last`,
     /// every one sampled with the same coherence.
@@ -308,6 +309,56 @@ mod tests {
         empty.ticks = 0;
         let merged = merge(&[good.clone(), nan, backwards, too_high, empty], 0);
         assert_eq!(merged, merge(&[good], 0));
+    }
+
+    /// The entry an instance makes from sampling `samples` (seq, coherence).
+    fn sampled(instance: &str, samples: &[(u64, f64)]) -> Entry {
+        let c = |&(seq, coherence): &(u64, f64)| Consensus {
+            seq,
+            coherence,
+            hearts: 1,
+            ..Consensus::default()
+        };
+        let mut entry = Entry::open(0, instance, &c(&samples[0]), 0);
+        for sample in &samples[1..] {
+            entry.fold(&c(sample));
+        }
+        entry
+    }
+
+    proptest! {
+        #[test]
+        fn instances_sharing_a_bucket_disjointly_or_nested_merge_to_the_whole(
+            coherence in proptest::collection::vec(0.0..=1.0f64, 1..80),
+            cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..4),
+            sub in (any::<proptest::sample::Index>(), any::<proptest::sample::Index>()),
+        ) {
+            let samples: Vec<(u64, f64)> =
+                coherence.iter().enumerate().map(|(i, &c)| (i as u64 + 1, c)).collect();
+            let whole = merge(&[sampled("whole", &samples)], 0);
+            let same = |merged: Vec<Bucket>| -> Result<(), TestCaseError> {
+                prop_assert_eq!(merged.len(), 1);
+                prop_assert_eq!(merged[0].coherence_min, whole[0].coherence_min);
+                prop_assert_eq!(merged[0].coherence_max, whole[0].coherence_max);
+                prop_assert!(close(merged[0].coherence_mean, whole[0].coherence_mean));
+                Ok(())
+            };
+            // Split among instances: each covers its own ticks.
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(samples.len())).collect();
+            points.extend([0, samples.len()]);
+            points.sort_unstable();
+            points.dedup();
+            let parts: Vec<Entry> = points
+                .windows(2)
+                .enumerate()
+                .map(|(k, w)| sampled(&format!("i{k}"), &samples[w[0]..w[1]]))
+                .collect();
+            same(merge(&parts, 0))?;
+            // One instance saw it all, another a part of it.
+            let (a, b) = (sub.0.index(samples.len()), sub.1.index(samples.len()));
+            let part = sampled("part", &samples[a.min(b)..=a.max(b)]);
+            same(merge(&[part, sampled("whole", &samples)], 0))?;
+        }
     }
 
     #[test]

@@ -408,6 +408,18 @@ mod tests {
         assert!(error.contains("bad --redis-url"), "{error}");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn after_a_failed_read_memory_answers_for_a_second_then_redis_is_tried_again() {
+        let history = RedisHistory::new("redis://127.0.0.1:1/0", "a", 10).expect("a store");
+        assert!(!history.quiet());
+        history.buckets(&room("kitchen"), 0.0).await.expect("memory answers");
+        assert!(history.quiet());
+        tokio::time::advance(RETRY_DELAY - Duration::from_millis(1)).await;
+        assert!(history.quiet());
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(!history.quiet());
+    }
+
     #[tokio::test]
     async fn without_redis_reads_answer_from_memory_and_nothing_waits() {
         // Port 1 on loopback: nothing listens there.
