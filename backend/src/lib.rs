@@ -117,6 +117,7 @@ impl AppState {
     fn build(config: Config, love: LoveStore, clock: Clock, cluster: Option<Cluster>) -> Self {
         let tracker = TaskTracker::new();
         let timing = RoomTiming { tick: config.tick, vote_ttl: config.vote_ttl };
+        let history = api::history::store(&config, cluster.as_ref());
         AppState(Arc::new(Shared {
             rooms: Rooms::new(timing, tracker.clone(), love.clone(), clock, cluster.clone()),
             cluster,
@@ -136,7 +137,7 @@ impl AppState {
                 .then_some(config.token_secret.as_ref())
                 .flatten()
                 .map(auth::Tokens::new),
-            history: api::history::store(&config),
+            history,
             config,
         }))
     }

@@ -413,3 +413,218 @@ async fn two_browsers_on_different_instances_beat_as_one() {
         Err(_) => panic!("the browser test took longer than a minute"),
     }
 }
+
+/// `GET /api/rooms/{room}/history` on instance `i`, as JSON.
+async fn history(cluster: &Cluster, i: usize, room: &str) -> anyhow::Result<serde_json::Value> {
+    let (status, body) = http_get(cluster.addrs[i], &format!("/api/rooms/{room}/history")).await?;
+    ensure!(status == 200, "instance {i} answered {status}: {body}");
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// A history's buckets.
+fn buckets(history: &serde_json::Value) -> Vec<serde_json::Value> {
+    history["buckets"].as_array().cloned().unwrap_or_default()
+}
+
+/// Reads `room`'s history from every running instance until two reads of
+/// the first, taken before and after the others, agree (no bucket was
+/// written meanwhile); then every instance must have answered the same.
+async fn same_history_everywhere(cluster: &Cluster, room: &str) -> serde_json::Value {
+    let running: Vec<usize> =
+        (0..cluster.instances.len()).filter(|&i| cluster.instances[i].is_some()).collect();
+    wait_until(PATIENCE, "a read of every instance between two equal reads", || async {
+        let before = history(cluster, running[0], room).await?;
+        let mut others = Vec::new();
+        for &i in &running[1..] {
+            others.push((i, history(cluster, i, room).await?));
+        }
+        let after = history(cluster, running[0], room).await?;
+        ensure!(before == after, "a bucket was written meanwhile");
+        for (i, other) in others {
+            assert_eq!(other, before, "instance {i} answers another history");
+        }
+        Ok(before)
+    })
+    .await
+    .expect("every instance answers")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_instance_answers_the_same_history_even_for_buckets_it_never_saw() {
+    let mut cluster = Cluster::start(2, &["--tick", "100ms"]).await.expect("cluster");
+    let started = Instant::now();
+    let room = "shared-past";
+    let on =
+        |i: usize, client: &str| format!("ws://{}/ws/{room}?client_id={client}", cluster.addrs[i]);
+    // Two hearts out of step, on instance 0 only.
+    let a = Heart::join(&on(0, "heart-000a"), 0.0, 60.0).await.expect("join");
+    let b = Heart::join(&on(0, "heart-000b"), 0.3, 75.0).await.expect("join");
+    all_see(&[&a, &b], 2, 2).await.unwrap();
+    // Instance 1 never had the room open, so only Redis can tell it.
+    let seen_by_0 =
+        wait_until(Duration::from_secs(30), "instance 1 answers instance 0's buckets", || async {
+            let answer = buckets(&history(&cluster, 1, room).await?);
+            ensure!(answer.iter().any(|b| b["hearts"] == 2), "{answer:?}");
+            Ok(answer)
+        })
+        .await
+        .unwrap();
+    assert!(seen_by_0.iter().all(|b| b["hearts"].as_u64() <= Some(2)), "{seen_by_0:?}");
+
+    // Now a heart on instance 1 too, until a bucket both sampled has ended.
+    let c = Heart::join(&on(1, "heart-000c"), 0.6, 66.0).await.expect("join");
+    all_see(&[&a, &b, &c], 3, 3).await.unwrap();
+    wait_until(Duration::from_secs(30), "a bucket with three hearts", || async {
+        let answer = buckets(&history(&cluster, 0, room).await?);
+        ensure!(answer.iter().any(|b| b["hearts"] == 3), "{answer:?}");
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    // An instance started now answers for all of it as well.
+    let data = tempfile::tempdir().expect("a data dir");
+    let late = start_instance(&cluster.redis, data.path(), 2, &["--tick", "100ms"]).await;
+    cluster.addrs.push(late.as_ref().map(|s| s.addr).expect("a late instance"));
+    cluster.instances.push(late.ok());
+    let answer = same_history_everywhere(&cluster, room).await;
+    let all = buckets(&answer);
+    let before_c: Vec<_> = all.iter().take_while(|b| b["hearts"] != 3).collect();
+    assert!(before_c.iter().any(|b| b["hearts"] == 2), "instance 0's buckets: {answer}");
+    assert!(all.iter().any(|b| b["hearts"] == 3), "{answer}");
+    for bucket in &all {
+        let (min, mean, max) = (
+            bucket["coherence_min"].as_f64().unwrap_or(-1.0),
+            bucket["coherence_mean"].as_f64().unwrap_or(-1.0),
+            bucket["coherence_max"].as_f64().unwrap_or(-1.0),
+        );
+        assert!(0.0 <= min && min <= mean && mean <= max && max <= 1.0, "{bucket}");
+    }
+    assert!(all.windows(2).all(|w| w[0]["start"].as_f64() < w[1]["start"].as_f64()), "{answer}");
+    let written = metric(cluster.instance(0), "heartsync_history_entries_written_total").await;
+    assert!(written.unwrap() >= 2.0, "one entry per ended bucket");
+
+    // Redis heard of history once per instance and bucket, not per tick
+    // (100 ms here), and the room's set expires.
+    let stats = cluster.redis.cli(&["INFO", "commandstats"]).await.unwrap();
+    let zadds: f64 = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_zadd:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or_else(|| panic!("no ZADD in {stats}"));
+    let buckets_elapsed = started.elapsed().as_secs_f64() / 10.0 + 2.0;
+    assert!(zadds <= 2.0 * buckets_elapsed, "{zadds} ZADDs in {:?}", started.elapsed());
+    let key = format!("heartsync:history:{room}");
+    let ttl: i64 = cluster.redis.cli(&["PTTL", &key]).await.unwrap().trim().parse().expect("PTTL");
+    assert!(0 < ttl && ttl <= 3_720_000, "{key} expires: PTTL {ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_redis_is_down_history_answers_from_memory_then_is_shared_again() {
+    let mut cluster = Cluster::start(2, &["--tick", "100ms"]).await.expect("cluster");
+    let room = "weathered";
+    let on = |i: usize| format!("ws://{}/ws/{room}?client_id=heart-000{i}", cluster.addrs[i]);
+    let a = Heart::join(&on(0), 0.0, 60.0).await.expect("join");
+    all_see(&[&a], 1, 1).await.unwrap();
+    wait_until(Duration::from_secs(30), "a bucket in Redis", || async {
+        ensure!(!buckets(&history(&cluster, 1, room).await?).is_empty(), "none yet");
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    let stopped_at = now_ms();
+    cluster.redis.stop().await.unwrap();
+    // Each instance answers at once from what it sampled itself: instance
+    // 0 its buckets, instance 1 (no member) nothing.
+    wait_until(PATIENCE, "answers from memory", || async {
+        let started = Instant::now();
+        let here = buckets(&history(&cluster, 0, room).await?);
+        let there = buckets(&history(&cluster, 1, room).await?);
+        ensure!(started.elapsed() < Duration::from_secs(3), "slow: {:?}", started.elapsed());
+        ensure!(!here.is_empty() && there.is_empty(), "here {here:?}, there {there:?}");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    for i in 0..2 {
+        let fallbacks = metric(cluster.instance(i), "heartsync_history_fallbacks_total").await;
+        assert!(fallbacks.unwrap() >= 1.0, "instance {i} counts its fallbacks");
+        assert_eq!(metric(cluster.instance(i), "heartsync_history_redis_up").await.unwrap(), 0.0);
+    }
+    // The room kept ticking meanwhile.
+    let seq = a.latest().seq;
+    eventually(PATIENCE, "the room ticks without Redis", || {
+        ensure!(a.latest().seq > seq + 5, "stuck at {seq}");
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    // A whole bucket passes while Redis is down.
+    let outage_bucket = (stopped_at / 10_000.0).ceil() * 10_000.0;
+    wait_until(Duration::from_secs(30), "a bucket to end during the outage", || async {
+        let here = buckets(&history(&cluster, 0, room).await?);
+        ensure!(now_ms() > outage_bucket + 10_500.0, "not ended yet");
+        ensure!(here.iter().any(|b| b["start"].as_f64() == Some(outage_bucket)), "{here:?}");
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    // Redis back: what instance 0 could not write reaches it, and both
+    // instances answer the same again, the outage's bucket included.
+    cluster.redis.restart().await.unwrap();
+    for i in 0..2 {
+        wait_until(PATIENCE, &format!("instance {i} reads history from Redis again"), || async {
+            history(&cluster, i, room).await?;
+            let up = metric(cluster.instance(i), "heartsync_history_redis_up").await?;
+            ensure!(up == 1.0, "heartsync_history_redis_up {up}");
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+    let shared = wait_until(Duration::from_secs(30), "the outage's bucket in Redis", || async {
+        let answer = same_history_everywhere(&cluster, room).await;
+        let all = buckets(&answer);
+        ensure!(all.iter().any(|b| b["start"].as_f64() == Some(outage_bucket)), "{answer}");
+        Ok(answer)
+    })
+    .await
+    .unwrap();
+    assert!(!buckets(&shared).is_empty());
+    assert_eq!(metric(cluster.instance(0), "heartsync_history_redis_up").await.unwrap(), 1.0);
+    assert!(!a.ended(), "the heart stayed connected");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_stops_hands_over_the_bucket_it_was_filling() {
+    let mut cluster =
+        Cluster::start(2, &["--tick", "100ms", "--drain", "1s"]).await.expect("cluster");
+    let room = "last-words";
+    let url = format!("ws://{}/ws/{room}?client_id=heart-000z", cluster.addrs[0]);
+    let heart = Heart::join(&url, 0.0, 60.0).await.expect("join");
+    all_see(&[&heart], 1, 1).await.unwrap();
+    // Stop instance 0 while a bucket it sampled is still filling.
+    let filling = wait_until(Duration::from_secs(20), "a bucket under way", || async {
+        let latest = heart.latest();
+        let start = (latest.at / 10_000.0).floor() * 10_000.0;
+        let into = now_ms() - start;
+        ensure!(latest.seq > 0 && (1_000.0..7_000.0).contains(&into), "{into} ms into the bucket");
+        Ok(start)
+    })
+    .await
+    .unwrap();
+    let mut stopped = cluster.instances[0].take().expect("instance 0");
+    stopped.signal("TERM");
+    stopped.wait(PATIENCE).await.expect("instance 0 stops");
+    // Only instance 0 ever sampled the room, and its sampler is gone: the
+    // bucket can only be there because it was handed over on the way out.
+    let answer = history(&cluster, 1, room).await.unwrap();
+    assert!(
+        buckets(&answer).iter().any(|b| b["start"].as_f64() == Some(filling)),
+        "bucket {filling} missing: {answer}"
+    );
+}
