@@ -10,7 +10,8 @@
 //! reads `redis.conf` with `--port`, `--bind` and `--dir` given after it.
 //!
 //! `--check` brings it all up, checks it from the outside (what an operator
-//! or a browser would see through nginx, what Prometheus sees, and what
+//! or a browser would see through nginx, two real pages on different
+//! instances beating as one ([`pages`]), what Prometheus sees, and what
 //! happens when an instance is killed or drained), tears it down and exits
 //! 0 or 1. `cargo xtask test` runs that check.
 //!
@@ -41,6 +42,8 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::install::find_program;
+
+mod pages;
 
 /// What `cargo xtask cluster` was asked for.
 #[derive(Debug, PartialEq, Eq)]
@@ -714,6 +717,24 @@ fn checks(cluster: &mut Cluster, root: &Path) -> Result<()> {
     })?;
 
     let count = cluster.instances.len();
+    if count >= 2 {
+        // Before the raw sockets of the steps below, so the instances'
+        // connection counts show where the pages are.
+        let driver = pages::Driver::start(cluster)?;
+        let mut two = None;
+        step("two real browsers through nginx land on different instances", || {
+            two = Some(driver.land_apart(cluster)?);
+            Ok(())
+        })?;
+        let two = two.context("the pages did not open")?;
+        step("the two pages fall into one beat (< 0.02 beat within 10 s)", || two.beat_as_one())?;
+        step(
+            "SIGTERM drains a page's instance: the page is back on another within its backoff",
+            || two.survive_a_drain(cluster),
+        )?;
+        two.close()?;
+    }
+
     let mut sockets = Vec::new();
     step("nginx spreads WebSockets over every instance", || {
         for _ in 0..2 * count {
