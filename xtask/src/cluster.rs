@@ -735,22 +735,9 @@ fn checks(cluster: &mut Cluster, root: &Path) -> Result<()> {
         two.close()?;
     }
 
-    let mut sockets = Vec::new();
-    step("nginx spreads WebSockets over every instance", || {
-        for _ in 0..2 * count {
-            sockets.push(ws_open(nginx, "/ws/spread", Some(&own_origin))?.open()?.0);
-        }
-        for instance in &cluster.instances {
-            let open = connections_open(instance.addr)?;
-            ensure!(
-                open >= 1.0,
-                "{} has {open} connections open: nginx did not send it any",
-                instance.addr
-            );
-        }
-        Ok(())
-    })?;
-
+    // Before the raw sockets are opened: they answer no pings, so the
+    // steps that hold them must end within a ping interval and its pong
+    // timeout (25 s + 10 s), however long Prometheus takes.
     let alerts = fs::read_to_string(root.join("deploy/prometheus/alerts.yml"))?
         .lines()
         .filter(|line| line.trim_start().starts_with("- alert:"))
@@ -771,26 +758,48 @@ fn checks(cluster: &mut Cluster, root: &Path) -> Result<()> {
         })
     })?;
 
+    let mut sockets = Vec::new();
+    step("nginx spreads WebSockets over every instance", || {
+        for _ in 0..2 * count {
+            sockets.push(ws_open(nginx, "/ws/spread", Some(&own_origin))?.open()?.0);
+        }
+        for instance in &cluster.instances {
+            let open = connections_open(instance.addr)?;
+            ensure!(
+                open >= 1.0,
+                "{} has {open} connections open: nginx did not send it any",
+                instance.addr
+            );
+        }
+        Ok(())
+    })?;
+
     if count < 2 {
         println!("  (one instance: the kill and drain checks need two)");
         return Ok(());
     }
 
-    step("kill -9 of an instance: its clients reconnect through nginx at once", || {
-        let victim = cluster.instances[0].process.as_mut().context("instance 1 is not running")?;
-        victim.signal("KILL")?;
-        victim.wait(STOP_PATIENCE).context("the killed instance did not exit")?;
-        let (closed, alive) = sort_sockets(&mut sockets, Duration::from_secs(5));
-        ensure!(!closed.is_empty(), "no client noticed its instance die");
-        ensure!(!alive.is_empty(), "every client was cut off, not only the killed instance's");
-        sockets = alive;
-        // Each cut-off client reconnects once, with no backoff: nginx must
-        // send it to a live instance on the first try.
-        for _ in 0..closed.len() + count {
-            sockets.push(ws_open(nginx, "/ws/spread", Some(&own_origin))?.open()?.0);
-        }
-        Ok(())
-    })?;
+    step(
+        "kill -9 of an instance: its clients reconnect through nginx at once, counts settle",
+        || {
+            let victim =
+                cluster.instances[0].process.as_mut().context("instance 1 is not running")?;
+            victim.signal("KILL")?;
+            victim.wait(STOP_PATIENCE).context("the killed instance did not exit")?;
+            let (closed, alive) = sort_sockets(&mut sockets, Duration::from_secs(5));
+            ensure!(!closed.is_empty(), "no client noticed its instance die");
+            ensure!(!alive.is_empty(), "every client was cut off, not only the killed instance's");
+            sockets = alive;
+            // Each cut-off client reconnects once, with no backoff: nginx must
+            // send it to a live instance on the first try.
+            for _ in 0..closed.len() + count {
+                sockets.push(ws_open(nginx, "/ws/spread", Some(&own_origin))?.open()?.0);
+            }
+            // The dead instance's hearts leave the count, the moved ones are
+            // counted once: every client, on every instance, sees the same.
+            counts_settle(&mut sockets)
+        },
+    )?;
 
     step("the killed instance restarts and nginx sends it connections again", || {
         cluster.start_instance(0)?;
@@ -835,6 +844,7 @@ fn checks(cluster: &mut Cluster, root: &Path) -> Result<()> {
         for _ in 0..closed.len() {
             sockets.push(ws_open(nginx, "/ws/spread", Some(&own_origin))?.open()?.0);
         }
+        counts_settle(&mut sockets)?;
         println!(
             "          ({joined} clients joined during the drain, {} reconnected)",
             closed.len()
@@ -861,6 +871,24 @@ fn sort_sockets(sockets: &mut Vec<Socket>, patience: Duration) -> (Vec<Ending>, 
         }
     }
     (ended, alive)
+}
+
+/// How long the room's count may take to settle after clients moved: the
+/// instances drop a silent peer's partial after three ticks (750 ms), and
+/// the clients read through what was queued for them meanwhile.
+const SETTLE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Every client of the one room the sockets are in sees as many hearts as
+/// there are sockets: the instances agree on the room again.
+fn counts_settle(sockets: &mut [Socket]) -> Result<()> {
+    let hearts = sockets.len() as u64;
+    let deadline = Instant::now() + SETTLE_PATIENCE;
+    for (index, socket) in sockets.iter_mut().enumerate() {
+        let left =
+            deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(500));
+        socket.wait_for_hearts(hearts, left).with_context(|| format!("client {index}"))?;
+    }
+    Ok(())
 }
 
 /// Polls `check` every 100 ms until it yields `Some`, for at most
@@ -1011,6 +1039,36 @@ impl Socket {
         let mut payload = vec![0; usize::try_from(length).unwrap_or(usize::MAX).min(1 << 20)];
         self.reader.read_exact(&mut payload)?;
         Ok((head[0] & 0x0f, payload))
+    }
+
+    /// Reads on until a consensus counts `hearts` hearts in the room,
+    /// for at most `patience`.
+    fn wait_for_hearts(&mut self, hearts: u64, patience: Duration) -> Result<()> {
+        let deadline = Instant::now() + patience;
+        let mut last = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            ensure!(
+                !left.is_zero(),
+                "no consensus with {hearts} hearts within {patience:?} (the last said {last:?})"
+            );
+            self.reader.get_ref().set_read_timeout(Some(left))?;
+            let (opcode, payload) = self.frame().with_context(|| {
+                format!("waiting for {hearts} hearts (the last consensus said {last:?})")
+            })?;
+            ensure!(opcode != 0x8, "the connection was closed while waiting for {hearts} hearts");
+            if opcode != 0x1 {
+                continue;
+            }
+            let message: serde_json::Value = serde_json::from_slice(&payload)
+                .with_context(|| format!("a text frame that is not JSON: {payload:?}"))?;
+            if message["type"] == "consensus" {
+                last = message["hearts"].as_u64();
+                if last == Some(hearts) {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// How the connection ends within `patience`; `None` when it is still
