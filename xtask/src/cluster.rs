@@ -742,21 +742,36 @@ fn checks(cluster: &mut Cluster, root: &Path) -> Result<()> {
         .lines()
         .filter(|line| line.trim_start().starts_with("- alert:"))
         .count();
-    step("Prometheus scrapes every instance (up = 1) and loaded the alert rules", || {
-        let prometheus = cluster.prometheus_addr;
-        let query = "/api/v1/query?query=count%28up%7Bjob%3D%22heartsync%22%7D%3D%3D1%29";
-        poll(Duration::from_secs(45), &format!("{count} instances up in Prometheus"), || {
-            let response = http_get(prometheus, query, &[])?;
-            Ok(first_sample_value(&response.body).filter(|up| *up == count as f64).map(|_| ()))
-        })?;
-        poll(Duration::from_secs(45), &format!("{alerts} alert rules evaluated"), || {
-            let body = http_get(prometheus, "/api/v1/rules?type=alert", &[])?.body;
-            ensure!(!body.contains("\"health\":\"err\""), "a rule fails to evaluate: {body}");
-            let rules = body.matches("\"type\":\"alerting\"").count();
-            let healthy = body.matches("\"health\":\"ok\"").count();
-            Ok((rules == alerts && healthy == alerts).then_some(()))
-        })
-    })?;
+    step(
+        "Prometheus scrapes every instance (up = 1, on Redis) and loaded the alert rules",
+        || {
+            let prometheus = cluster.prometheus_addr;
+            let query = "/api/v1/query?query=count%28up%7Bjob%3D%22heartsync%22%7D%3D%3D1%29";
+            poll(Duration::from_secs(45), &format!("{count} instances up in Prometheus"), || {
+                let response = http_get(prometheus, query, &[])?;
+                Ok(first_sample_value(&response.body).filter(|up| *up == count as f64).map(|_| ()))
+            })?;
+            // What HeartsyncRedisDown watches exists, and says connected.
+            let query = "/api/v1/query?query=count%28heartsync_redis_up%7Bjob%3D%22heartsync%22%7D%3D%3D1%29";
+            poll(
+                Duration::from_secs(45),
+                &format!("{count} instances on Redis in Prometheus"),
+                || {
+                    let response = http_get(prometheus, query, &[])?;
+                    Ok(first_sample_value(&response.body)
+                        .filter(|up| *up == count as f64)
+                        .map(|_| ()))
+                },
+            )?;
+            poll(Duration::from_secs(45), &format!("{alerts} alert rules evaluated"), || {
+                let body = http_get(prometheus, "/api/v1/rules?type=alert", &[])?.body;
+                ensure!(!body.contains("\"health\":\"err\""), "a rule fails to evaluate: {body}");
+                let rules = body.matches("\"type\":\"alerting\"").count();
+                let healthy = body.matches("\"health\":\"ok\"").count();
+                Ok((rules == alerts && healthy == alerts).then_some(()))
+            })
+        },
+    )?;
 
     let mut sockets = Vec::new();
     step("nginx spreads WebSockets over every instance", || {
