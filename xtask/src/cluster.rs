@@ -790,7 +790,7 @@ fn checks(cluster: &mut Cluster, root: &Path) -> Result<()> {
     })?;
 
     if count < 2 {
-        println!("  (one instance: the kill and drain checks need two)");
+        println!("  (one instance: the page, kill and drain checks need two)");
         return Ok(());
     }
 
