@@ -1068,9 +1068,21 @@ impl Socket {
                 "no consensus with {hearts} hearts within {patience:?} (the last said {last:?})"
             );
             self.reader.get_ref().set_read_timeout(Some(left))?;
-            let (opcode, payload) = self.frame().with_context(|| {
-                format!("waiting for {hearts} hearts (the last consensus said {last:?})")
-            })?;
+            let (opcode, payload) = match self.frame() {
+                Ok(frame) => frame,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    bail!(
+                        "no consensus with {hearts} hearts within {patience:?} (the last said \
+                         {last:?})"
+                    )
+                }
+                Err(error) => bail!("lost while waiting for {hearts} hearts: {error}"),
+            };
             ensure!(opcode != 0x8, "the connection was closed while waiting for {hearts} hearts");
             if opcode != 0x1 {
                 continue;
