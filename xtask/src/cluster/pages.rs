@@ -443,7 +443,7 @@ fn placement(cluster: &Cluster, base: &[f64], pages: f64) -> Result<Vec<f64>> {
     .with_context(|| format!("last added per instance: {last:?}"))
 }
 
-/// The instance holding exactly one page socket, other than `not`.
+/// An instance holding one of the page sockets, other than `not`.
 fn holder(added: &[f64], not: Option<usize>) -> Option<usize> {
     (0..added.len()).find(|&i| added[i] >= 1.0 && Some(i) != not)
 }
