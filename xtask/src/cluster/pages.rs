@@ -30,6 +30,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
+use shared::phase;
 
 use super::{
     CHECK_DRAIN, Cluster, IO_TIMEOUT, Process, STARTUP_PATIENCE, STOP_PATIENCE, connections_open,
@@ -78,9 +79,9 @@ const BEAT_PATIENCE: Duration = Duration::from_secs(10);
 const READINGS_IN_A_ROW: usize = 3;
 
 /// The first reconnect's backoff ceiling after a connection that was up
-/// (shared::backoff::BASE_MS): a drained page waits at most this long
-/// before it tries again.
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// (the clients' own [`shared::backoff::BASE_MS`]): a drained page waits at
+/// most this long before it tries again.
+const FIRST_BACKOFF: Duration = Duration::from_millis(shared::backoff::BASE_MS as u64);
 
 /// What the reconnect itself may take on top of the backoff: the WebSocket
 /// handshake through nginx and the welcome, on a machine shared with the
@@ -396,30 +397,16 @@ impl Page<'_> {
     }
 }
 
-/// The heart's phase at server time `at_ms`, projected from a reading:
-/// shared::phase::project, which xtask does not depend on (it would pull
-/// serde's derive into every `cargo xtask`); a unit test compares them.
-fn project(phase: f64, bpm: f64, from_ms: f64, to_ms: f64) -> f64 {
-    wrap(phase + bpm / 60.0 * (to_ms - from_ms) / 1000.0)
-}
-
-/// `phase` in `[0, 1)` (shared::phase::wrap).
-fn wrap(phase: f64) -> f64 {
-    let wrapped = phase.rem_euclid(1.0);
-    if wrapped >= 1.0 { 0.0 } else { wrapped }
-}
-
-/// The shortest distance between two phases, in beats (the absolute value
-/// of shared::phase::difference).
-fn distance(a: f64, b: f64) -> f64 {
-    (wrap(b - a + 0.5) - 0.5).abs()
-}
-
 /// How far apart the two pages' hearts are, in beats: both projected to
-/// the later of their two server times.
+/// the later of their two server times with the page's own phase math
+/// (`shared`'s).
 fn gap(a: &PageState, b: &PageState) -> f64 {
     let at = a.server_now.max(b.server_now);
-    distance(project(a.phase, a.bpm, a.server_now, at), project(b.phase, b.bpm, b.server_now, at))
+    phase::difference(
+        phase::project(a.phase, a.bpm, a.server_now, at),
+        phase::project(b.phase, b.bpm, b.server_now, at),
+    )
+    .abs()
 }
 
 /// Each instance's `heartsync_connections_open`.
@@ -619,27 +606,15 @@ mod tests {
     }
 
     #[test]
-    fn phase_math_matches_shared() {
-        for phase in [0.0, 0.25, 0.999, 0.5] {
-            for bpm in [40.0, 60.0, 73.5, 180.0] {
-                for (from, to) in
-                    [(0.0, 1000.0), (1_700_000_000_000.0, 1_700_000_000_016.7), (500.0, 100.0)]
-                {
-                    assert_eq!(
-                        project(phase, bpm, from, to).to_bits(),
-                        shared::phase::project(phase, bpm, from, to).to_bits()
-                    );
-                }
-            }
-        }
-        for (a, b) in [(0.1, 0.9), (0.9, 0.1), (0.0, 0.5), (0.3, 0.3), (0.999, 0.001)] {
-            assert_eq!(distance(a, b), shared::phase::difference(a, b).abs());
-        }
-    }
-
-    #[test]
-    fn backoff_is_the_clients() {
-        assert_eq!(FIRST_BACKOFF.as_secs_f64() * 1000.0, shared::backoff::BASE_MS);
+    fn the_gap_projects_both_pages_to_the_later_reading_and_wraps() {
+        let state = |phase, server_now| PageState { phase, server_now, bpm: 60.0, connected: true };
+        // At 60 bpm a second is a beat: 0.7 at 0 ms is 0.9 at 1200 ms, 0.2
+        // of a beat (across the wrap) from 0.1.
+        let gap_across = gap(&state(0.7, 0.0), &state(0.1, 1200.0));
+        assert!((gap_across - 0.2).abs() < 1e-9, "{gap_across}");
+        // Half a second later a heart is half a beat on: in step again.
+        let in_step = gap(&state(0.5, 1500.0), &state(0.0, 1000.0));
+        assert!(in_step < 1e-9, "{in_step}");
     }
 
     #[test]
