@@ -8,11 +8,11 @@
 //! the integration tests (tests/src/browser.rs). Those use fantoccini,
 //! which brings tokio and hyper; xtask compiles before every `cargo xtask`
 //! command and keeps to small dependencies, and WebDriver is JSON over
-//! HTTP, so the five commands needed here (new session, navigate, refresh,
-//! execute script, delete session) are spoken over `std::net` like the rest
-//! of the cluster check. One chromedriver holds both sessions; each session
-//! is its own Chromium with its own window, so both pages are in front and
-//! animate (a background tab would get no animation frames).
+//! HTTP, so the few commands needed here (new session, timeouts, navigate,
+//! refresh, execute script, delete session) go through the cluster check's
+//! blocking HTTP client ([`HTTP`]). One chromedriver holds both sessions;
+//! each session is its own Chromium with its own window, so both pages are
+//! in front and animate (a background tab would get no animation frames).
 //!
 //! Which instance holds a page is read from the instances' own
 //! `heartsync_connections_open` gauges: nginx decides where a page lands,
@@ -21,8 +21,7 @@
 
 use std::{
     env,
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -31,9 +30,10 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use shared::phase;
+use ureq::{Body, http::Response};
 
 use super::{
-    CHECK_DRAIN, Cluster, IO_TIMEOUT, Process, STARTUP_PATIENCE, STOP_PATIENCE, connections_open,
+    CHECK_DRAIN, Cluster, HTTP, Process, STARTUP_PATIENCE, STOP_PATIENCE, connections_open,
     free_addr, poll,
 };
 use crate::install::find_program;
@@ -90,60 +90,35 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(shared::backoff::BASE_MS a
 const RECONNECT_ALLOWANCE: Duration = Duration::from_millis(1000);
 
 /// The largest WebDriver answer read (a script's value, an error's stack).
-const MAX_ANSWER: usize = 16 << 20;
+const MAX_ANSWER: u64 = 16 << 20;
 
-/// One WebDriver exchange: the status and the body. chromedriver drops an
-/// HTTP/1.0 request and keeps the connection open after its answer even
-/// when asked to close it, so this speaks HTTP/1.1 and reads the answer up
-/// to its `Content-Length`.
-fn request(
-    addr: SocketAddr,
+/// What one WebDriver command answered: its `value`, or the WebDriver error
+/// it names. chromedriver keeps the connection open after its answer even
+/// when asked to close it; the answer is read up to its `Content-Length`.
+fn webdriver_value(
     method: &str,
     path: &str,
-    body: Option<&str>,
-    patience: Duration,
-) -> Result<(u16, String)> {
-    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-        .with_context(|| format!("connect to chromedriver on {addr}"))?;
-    stream.set_read_timeout(Some(patience))?;
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    (&stream).write_all(request.as_bytes())?;
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader
-        .read_line(&mut status_line)
-        .with_context(|| format!("no answer to {method} {path} within {patience:?}"))?;
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("{method} {path}: no status line in {status_line:?}"))?;
-    let mut length = None;
-    loop {
-        let mut line = String::new();
-        ensure!(reader.read_line(&mut line)? > 0, "{method} {path}: the headers did not end");
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.trim().eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse::<usize>().ok();
-        }
+    response: Result<Response<Body>, ureq::Error>,
+) -> Result<Value> {
+    let mut response = response.with_context(|| format!("WebDriver {method} {path}: no answer"))?;
+    let status = response.status();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER)
+        .read_to_string()
+        .with_context(|| format!("read the answer to WebDriver {method} {path}"))?;
+    let answer: Value = serde_json::from_str(&text)
+        .with_context(|| format!("WebDriver {method} {path}: not JSON: {text}"))?;
+    let value = answer.get("value").cloned().unwrap_or(Value::Null);
+    if status != 200 {
+        bail!(
+            "WebDriver {method} {path} failed ({status}): {} {}",
+            value["error"],
+            value["message"]
+        );
     }
-    let length = length.with_context(|| format!("{method} {path}: no Content-Length"))?;
-    ensure!(length <= MAX_ANSWER, "{method} {path}: a {length}-byte answer");
-    let mut answer = vec![0; length];
-    reader
-        .read_exact(&mut answer)
-        .with_context(|| format!("read the answer to {method} {path}"))?;
-    Ok((status, String::from_utf8_lossy(&answer).into_owned()))
+    Ok(value)
 }
 
 /// chromedriver, in its own process group with the Chromiums it starts.
@@ -172,36 +147,41 @@ impl Chromedriver {
         let mut driver = Self { process, addr };
         poll(STARTUP_PATIENCE, &format!("chromedriver ready on {addr}"), || {
             driver.process.ensure_running()?;
-            let ready = request(addr, "GET", "/status", None, IO_TIMEOUT)
-                .ok()
-                .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
-                .is_some_and(|status| status["value"]["ready"] == json!(true));
+            let status = HTTP.get(driver.url("/status")).call();
+            let ready = webdriver_value("GET", "/status", status)
+                .is_ok_and(|status| status["ready"] == json!(true));
             Ok(ready.then_some(()))
         })?;
         Ok(driver)
     }
 
-    /// Sends one WebDriver command; its `value`, or the WebDriver error.
-    fn command(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        patience: Duration,
-    ) -> Result<Value> {
-        let body = body.map(|body| body.to_string());
-        let (status, text) = request(self.addr, method, path, body.as_deref(), patience)?;
-        let answer: Value = serde_json::from_str(&text)
-            .with_context(|| format!("WebDriver {method} {path}: not JSON: {text}"))?;
-        let value = answer.get("value").cloned().unwrap_or(Value::Null);
-        if status != 200 {
-            bail!(
-                "WebDriver {method} {path} failed ({status}): {} {}",
-                value["error"],
-                value["message"]
-            );
-        }
-        Ok(value)
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends one WebDriver command with its JSON `body`, waiting for the
+    /// answer at most `patience`; its `value`, or the WebDriver error.
+    fn post(&self, path: &str, body: &Value, patience: Duration) -> Result<Value> {
+        let response = HTTP
+            .post(self.url(path))
+            .config()
+            .timeout_global(Some(patience))
+            .build()
+            .content_type("application/json; charset=utf-8")
+            .send(body.to_string());
+        webdriver_value("POST", path, response)
+    }
+
+    /// Deletes a WebDriver resource (a session); its `value`, or the
+    /// WebDriver error.
+    fn delete(&self, path: &str) -> Result<Value> {
+        let response = HTTP
+            .delete(self.url(path))
+            .config()
+            .timeout_global(Some(COMMAND_PATIENCE))
+            .build()
+            .call();
+        webdriver_value("DELETE", path, response)
     }
 
     /// Opens a new Chromium session: one window, one page.
@@ -214,7 +194,7 @@ impl Chromedriver {
             }}
         });
         let session = self
-            .command("POST", "/session", Some(capabilities), SESSION_PATIENCE)
+            .post("/session", &capabilities, SESSION_PATIENCE)
             .with_context(|| format!("could not open a Chromium session ({chromium})"))?;
         let id = session["sessionId"]
             .as_str()
@@ -277,7 +257,7 @@ struct Drops {
 impl Page<'_> {
     fn command(&self, command: &str, body: Value, patience: Duration) -> Result<Value> {
         let path = format!("/session/{}/{command}", self.session);
-        self.driver.command("POST", &path, Some(body), patience)
+        self.driver.post(&path, &body, patience)
     }
 
     /// Opens `url` and waits for the document to load.
@@ -392,7 +372,7 @@ impl Page<'_> {
     /// Ends the session (closing its Chromium).
     fn close(self) -> Result<()> {
         let path = format!("/session/{}", self.session);
-        self.driver.command("DELETE", &path, None, COMMAND_PATIENCE)?;
+        self.driver.delete(&path)?;
         Ok(())
     }
 }
