@@ -585,6 +585,30 @@ mod tests {
         assert_eq!(flags, CHROMIUM_ARGS);
     }
 
+    /// chromedriver's answer with `status` and `body`, as ureq gives it.
+    fn answer(status: u16, body: &str) -> Result<Response<Body>, ureq::Error> {
+        let body = Body::builder().mime_type("application/json").data(body.to_string());
+        Ok(Response::builder().status(status).body(body).expect("a valid response"))
+    }
+
+    #[test]
+    fn webdriver_answers_give_their_value_or_the_error_they_name() {
+        let value = webdriver_value("POST", "/session", answer(200, r#"{"value":{"ready":true}}"#))
+            .expect("a 200 answer");
+        assert_eq!(value, json!({ "ready": true }));
+        let error = webdriver_value(
+            "POST",
+            "/session/x/url",
+            answer(404, r#"{"value":{"error":"invalid session id","message":"gone"}}"#),
+        )
+        .expect_err("a 404 answer");
+        let error = format!("{error:#}");
+        assert!(error.contains("(404") && error.contains("invalid session id"), "{error}");
+        let error = webdriver_value("GET", "/status", answer(200, "<html>no</html>"))
+            .expect_err("not JSON");
+        assert!(format!("{error:#}").contains("not JSON: <html>no</html>"), "{error:#}");
+    }
+
     #[test]
     fn the_gap_projects_both_pages_to_the_later_reading_and_wraps() {
         let state = |phase, server_now| PageState { phase, server_now, bpm: 60.0, connected: true };
