@@ -10,7 +10,8 @@
 //! reads `redis.conf` with `--port`, `--bind` and `--dir` given after it.
 //!
 //! `--check` brings it all up, checks it from the outside (what an operator
-//! or a browser would see through nginx, what Prometheus sees, and what
+//! or a browser would see through nginx, two real pages on different
+//! instances beating as one ([`pages`]), what Prometheus sees, and what
 //! happens when an instance is killed or drained), tears it down and exits
 //! 0 or 1. `cargo xtask test` runs that check.
 //!
@@ -18,10 +19,11 @@
 //! reaches this program only, which then stops them in order (SIGTERM, and
 //! SIGKILL for any still running after a while) and removes its folder.
 //!
-//! HTTP and the WebSocket handshake are spoken by hand over `std::net`
-//! (HTTP/1.0 requests, the first WebSocket frames): xtask keeps to small
-//! dependencies so it compiles in seconds, and these few exchanges are all
-//! the check needs.
+//! HTTP goes through one blocking client ([`HTTP`], ureq). The WebSocket
+//! handshake and the first frames are spoken by hand over `std::net` on
+//! purpose: the check looks at what nginx passes through byte for byte (the
+//! upgrade's status, close codes), and a raw socket that answers no pings
+//! is what it needs.
 
 use std::{
     env, fs,
@@ -31,7 +33,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
-        Arc,
+        Arc, LazyLock,
         atomic::{AtomicBool, Ordering},
     },
     thread,
@@ -39,8 +41,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
+use ureq::http::Response;
 
 use crate::install::find_program;
+
+mod pages;
 
 /// What `cargo xtask cluster` was asked for.
 #[derive(Debug, PartialEq, Eq)]
@@ -480,7 +485,7 @@ impl Cluster {
             if let Some(process) = self.instances[index].process.as_mut() {
                 process.ensure_running()?;
             }
-            Ok(http_get(addr, "/readyz", &[]).is_ok_and(|r| r.status == 200).then_some(()))
+            Ok(http_get(addr, "/readyz", &[]).is_ok_and(|r| r.status() == 200).then_some(()))
         })
     }
 
@@ -504,7 +509,7 @@ impl Cluster {
         let addr = addr(self);
         poll(STARTUP_PATIENCE, &format!("{name} answering {path} on {addr}"), || {
             process(self).ensure_running()?;
-            Ok(http_get(addr, path, &[]).is_ok_and(|r| r.status == 200).then_some(()))
+            Ok(http_get(addr, path, &[]).is_ok_and(|r| r.status() == 200).then_some(()))
         })
     }
 
@@ -669,25 +674,25 @@ fn checks(cluster: &mut Cluster, root: &Path) -> Result<()> {
 
     step("the page comes through nginx uncached, its hashed assets cached for good", || {
         let page = http_get(nginx, "/", &[("X-Request-Id", "cluster-check-page")])?;
-        ensure!(page.status == 200, "GET / through nginx: {}", page.status);
+        ensure!(page.status() == 200, "GET / through nginx: {}", page.status());
         ensure!(
-            page.header("cache-control") == Some("no-cache"),
+            header(&page, "cache-control") == Some("no-cache"),
             "the page's Cache-Control is {:?}, not no-cache",
-            page.header("cache-control")
+            header(&page, "cache-control")
         );
         ensure!(
-            page.header("x-request-id") == Some("cluster-check-page"),
+            header(&page, "x-request-id") == Some("cluster-check-page"),
             "the request id did not come back through nginx: {:?}",
-            page.header("x-request-id")
+            header(&page, "x-request-id")
         );
-        let asset = hashed_asset(&page.body).context("the page names no hashed script")?;
+        let asset = hashed_asset(page.body()).context("the page names no hashed script")?;
         let script = http_get(nginx, &asset, &[])?;
-        ensure!(script.status == 200, "GET {asset}: {}", script.status);
-        let cache = script.header("cache-control").unwrap_or("");
+        ensure!(script.status() == 200, "GET {asset}: {}", script.status());
+        let cache = header(&script, "cache-control").unwrap_or("");
         ensure!(cache.contains("immutable"), "{asset} has Cache-Control {cache:?}");
         let room = http_get(nginx, "/r/cluster", &[])?;
         ensure!(
-            room.status == 200 && room.header("cache-control") == Some("no-cache"),
+            room.status() == 200 && header(&room, "cache-control") == Some("no-cache"),
             "GET /r/cluster"
         );
         Ok(())
@@ -695,7 +700,11 @@ fn checks(cluster: &mut Cluster, root: &Path) -> Result<()> {
 
     step("nginx hides /metrics", || {
         let metrics = http_get(nginx, "/metrics", &[])?;
-        ensure!(metrics.status == 404, "GET /metrics through nginx answered {}", metrics.status);
+        ensure!(
+            metrics.status() == 404,
+            "GET /metrics through nginx answered {}",
+            metrics.status()
+        );
         Ok(())
     })?;
 
@@ -714,6 +723,62 @@ fn checks(cluster: &mut Cluster, root: &Path) -> Result<()> {
     })?;
 
     let count = cluster.instances.len();
+    if count >= 2 {
+        // Before the raw sockets of the steps below, so the instances'
+        // connection counts show where the pages are.
+        let driver = pages::Driver::start(cluster)?;
+        let mut two = None;
+        step("two real browsers through nginx land on different instances", || {
+            two = Some(driver.land_apart(cluster)?);
+            Ok(())
+        })?;
+        let two = two.context("the pages did not open")?;
+        step("the two pages fall into one beat (< 0.02 beat within 10 s)", || two.beat_as_one())?;
+        step(
+            "SIGTERM drains a page's instance: the page is back on another within its backoff",
+            || two.survive_a_drain(cluster),
+        )?;
+        two.close()?;
+    }
+
+    // Before the raw sockets are opened: they answer no pings, so the
+    // steps that hold them must end within a ping interval and its pong
+    // timeout (25 s + 10 s), however long Prometheus takes.
+    let alerts = fs::read_to_string(root.join("deploy/prometheus/alerts.yml"))?
+        .lines()
+        .filter(|line| line.trim_start().starts_with("- alert:"))
+        .count();
+    step(
+        "Prometheus scrapes every instance (up = 1, on Redis) and loaded the alert rules",
+        || {
+            let prometheus = cluster.prometheus_addr;
+            let query = "/api/v1/query?query=count%28up%7Bjob%3D%22heartsync%22%7D%3D%3D1%29";
+            poll(Duration::from_secs(45), &format!("{count} instances up in Prometheus"), || {
+                let response = http_get(prometheus, query, &[])?;
+                Ok(first_sample_value(response.body()).filter(|up| *up == count as f64).map(|_| ()))
+            })?;
+            // What HeartsyncRedisDown watches exists, and says connected.
+            let query = "/api/v1/query?query=count%28heartsync_redis_up%7Bjob%3D%22heartsync%22%7D%3D%3D1%29";
+            poll(
+                Duration::from_secs(45),
+                &format!("{count} instances on Redis in Prometheus"),
+                || {
+                    let response = http_get(prometheus, query, &[])?;
+                    Ok(first_sample_value(response.body())
+                        .filter(|up| *up == count as f64)
+                        .map(|_| ()))
+                },
+            )?;
+            poll(Duration::from_secs(45), &format!("{alerts} alert rules evaluated"), || {
+                let body = http_get(prometheus, "/api/v1/rules?type=alert", &[])?.into_body();
+                ensure!(!body.contains("\"health\":\"err\""), "a rule fails to evaluate: {body}");
+                let rules = body.matches("\"type\":\"alerting\"").count();
+                let healthy = body.matches("\"health\":\"ok\"").count();
+                Ok((rules == alerts && healthy == alerts).then_some(()))
+            })
+        },
+    )?;
+
     let mut sockets = Vec::new();
     step("nginx spreads WebSockets over every instance", || {
         for _ in 0..2 * count {
@@ -730,46 +795,32 @@ fn checks(cluster: &mut Cluster, root: &Path) -> Result<()> {
         Ok(())
     })?;
 
-    let alerts = fs::read_to_string(root.join("deploy/prometheus/alerts.yml"))?
-        .lines()
-        .filter(|line| line.trim_start().starts_with("- alert:"))
-        .count();
-    step("Prometheus scrapes every instance (up = 1) and loaded the alert rules", || {
-        let prometheus = cluster.prometheus_addr;
-        let query = "/api/v1/query?query=count%28up%7Bjob%3D%22heartsync%22%7D%3D%3D1%29";
-        poll(Duration::from_secs(45), &format!("{count} instances up in Prometheus"), || {
-            let response = http_get(prometheus, query, &[])?;
-            Ok(first_sample_value(&response.body).filter(|up| *up == count as f64).map(|_| ()))
-        })?;
-        poll(Duration::from_secs(45), &format!("{alerts} alert rules evaluated"), || {
-            let body = http_get(prometheus, "/api/v1/rules?type=alert", &[])?.body;
-            ensure!(!body.contains("\"health\":\"err\""), "a rule fails to evaluate: {body}");
-            let rules = body.matches("\"type\":\"alerting\"").count();
-            let healthy = body.matches("\"health\":\"ok\"").count();
-            Ok((rules == alerts && healthy == alerts).then_some(()))
-        })
-    })?;
-
     if count < 2 {
-        println!("  (one instance: the kill and drain checks need two)");
+        println!("  (one instance: the page, kill and drain checks need two)");
         return Ok(());
     }
 
-    step("kill -9 of an instance: its clients reconnect through nginx at once", || {
-        let victim = cluster.instances[0].process.as_mut().context("instance 1 is not running")?;
-        victim.signal("KILL")?;
-        victim.wait(STOP_PATIENCE).context("the killed instance did not exit")?;
-        let (closed, alive) = sort_sockets(&mut sockets, Duration::from_secs(5));
-        ensure!(!closed.is_empty(), "no client noticed its instance die");
-        ensure!(!alive.is_empty(), "every client was cut off, not only the killed instance's");
-        sockets = alive;
-        // Each cut-off client reconnects once, with no backoff: nginx must
-        // send it to a live instance on the first try.
-        for _ in 0..closed.len() + count {
-            sockets.push(ws_open(nginx, "/ws/spread", Some(&own_origin))?.open()?.0);
-        }
-        Ok(())
-    })?;
+    step(
+        "kill -9 of an instance: its clients reconnect through nginx at once, counts settle",
+        || {
+            let victim =
+                cluster.instances[0].process.as_mut().context("instance 1 is not running")?;
+            victim.signal("KILL")?;
+            victim.wait(STOP_PATIENCE).context("the killed instance did not exit")?;
+            let (closed, alive) = sort_sockets(&mut sockets, Duration::from_secs(5));
+            ensure!(!closed.is_empty(), "no client noticed its instance die");
+            ensure!(!alive.is_empty(), "every client was cut off, not only the killed instance's");
+            sockets = alive;
+            // Each cut-off client reconnects once, with no backoff: nginx must
+            // send it to a live instance on the first try.
+            for _ in 0..closed.len() + count {
+                sockets.push(ws_open(nginx, "/ws/spread", Some(&own_origin))?.open()?.0);
+            }
+            // The dead instance's hearts leave the count, the moved ones are
+            // counted once: every client, on every instance, sees the same.
+            counts_settle(&mut sockets)
+        },
+    )?;
 
     step("the killed instance restarts and nginx sends it connections again", || {
         cluster.start_instance(0)?;
@@ -795,7 +846,7 @@ fn checks(cluster: &mut Cluster, root: &Path) -> Result<()> {
         while Instant::now() < drain_end {
             sockets.push(ws_open(nginx, "/ws/spread", Some(&own_origin))?.open()?.0);
             joined += 1;
-            saw_draining |= http_get(drained, "/readyz", &[]).is_ok_and(|r| r.status == 503);
+            saw_draining |= http_get(drained, "/readyz", &[]).is_ok_and(|r| r.status() == 503);
             thread::sleep(Duration::from_millis(100));
         }
         ensure!(saw_draining, "{drained} never said 503 on /readyz while draining");
@@ -814,6 +865,7 @@ fn checks(cluster: &mut Cluster, root: &Path) -> Result<()> {
         for _ in 0..closed.len() {
             sockets.push(ws_open(nginx, "/ws/spread", Some(&own_origin))?.open()?.0);
         }
+        counts_settle(&mut sockets)?;
         println!(
             "          ({joined} clients joined during the drain, {} reconnected)",
             closed.len()
@@ -842,6 +894,24 @@ fn sort_sockets(sockets: &mut Vec<Socket>, patience: Duration) -> (Vec<Ending>, 
     (ended, alive)
 }
 
+/// How long the room's count may take to settle after clients moved: the
+/// instances drop a silent peer's partial after three ticks (750 ms), and
+/// the clients read through what was queued for them meanwhile.
+const SETTLE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Every client of the one room the sockets are in sees as many hearts as
+/// there are sockets: the instances agree on the room again.
+fn counts_settle(sockets: &mut [Socket]) -> Result<()> {
+    let hearts = sockets.len() as u64;
+    let deadline = Instant::now() + SETTLE_PATIENCE;
+    for (index, socket) in sockets.iter_mut().enumerate() {
+        let left =
+            deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(500));
+        socket.wait_for_hearts(hearts, left).with_context(|| format!("client {index}"))?;
+    }
+    Ok(())
+}
+
 /// Polls `check` every 100 ms until it yields `Some`, for at most
 /// `patience`; an error from `check` ends the wait at once.
 fn poll<T>(
@@ -861,50 +931,41 @@ fn poll<T>(
     }
 }
 
-/// An HTTP response: status, headers (names in lower case) and body.
-pub struct Response {
-    pub status: u16,
-    headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
-    }
-}
-
 /// How long one HTTP exchange or WebSocket read may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// GET `path` from `addr` as HTTP/1.0 (so no chunked body, and the server
-/// closes the connection at the end of the response).
-pub fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-        .with_context(|| format!("connect to {addr}"))?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+/// The check's HTTP client, for the cluster and for chromedriver
+/// ([`pages`]). Plain HTTP on loopback: no TLS, no proxy from the
+/// environment, no compression asked for (the bodies are read as they
+/// are). Every request opens its own connection, as the instances are
+/// killed and restarted under the check: a pooled one would outlive its
+/// instance or keep a draining one busy. A 4xx or 5xx is an answer to
+/// check, not an error.
+static HTTP: LazyLock<ureq::Agent> = LazyLock::new(|| {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .max_idle_connections(0)
+        .timeout_global(Some(IO_TIMEOUT))
+        .build()
+        .into()
+});
+
+/// GET `path` from `addr` with `headers`: the answer, its body read as text.
+fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Response<String>> {
+    let mut request = HTTP.get(format!("http://{addr}{path}"));
     for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+        request = request.header(*name, *value);
     }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).with_context(|| format!("read GET {path} from {addr}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) =
-        text.split_once("\r\n\r\n").with_context(|| format!("GET {path}: no end of headers"))?;
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("GET {path}: no status line"))?;
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
-        .collect();
-    Ok(Response { status, headers, body: body.to_string() })
+    let (head, mut body) =
+        request.call().with_context(|| format!("GET {path} from {addr}"))?.into_parts();
+    let body = body.read_to_string().with_context(|| format!("read GET {path} from {addr}"))?;
+    Ok(Response::from_parts(head, body))
+}
+
+/// The value of `response`'s header `name`, if it has one in plain text.
+fn header<'r>(response: &'r Response<String>, name: &str) -> Option<&'r str> {
+    response.headers().get(name)?.to_str().ok()
 }
 
 /// The path of the first hashed script the page loads (`/frontend-<hash>.js`).
@@ -926,7 +987,7 @@ fn first_sample_value(json: &str) -> Option<f64> {
 fn connections_open(addr: SocketAddr) -> Result<f64> {
     let metrics = http_get(addr, "/metrics", &[])?;
     metrics
-        .body
+        .body()
         .lines()
         .find_map(|line| line.strip_prefix("heartsync_connections_open "))
         .and_then(|value| value.trim().parse().ok())
@@ -990,6 +1051,48 @@ impl Socket {
         let mut payload = vec![0; usize::try_from(length).unwrap_or(usize::MAX).min(1 << 20)];
         self.reader.read_exact(&mut payload)?;
         Ok((head[0] & 0x0f, payload))
+    }
+
+    /// Reads on until a consensus counts `hearts` hearts in the room,
+    /// for at most `patience`.
+    fn wait_for_hearts(&mut self, hearts: u64, patience: Duration) -> Result<()> {
+        let deadline = Instant::now() + patience;
+        let mut last = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            ensure!(
+                !left.is_zero(),
+                "no consensus with {hearts} hearts within {patience:?} (the last said {last:?})"
+            );
+            self.reader.get_ref().set_read_timeout(Some(left))?;
+            let (opcode, payload) = match self.frame() {
+                Ok(frame) => frame,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    bail!(
+                        "no consensus with {hearts} hearts within {patience:?} (the last said \
+                         {last:?})"
+                    )
+                }
+                Err(error) => bail!("lost while waiting for {hearts} hearts: {error}"),
+            };
+            ensure!(opcode != 0x8, "the connection was closed while waiting for {hearts} hearts");
+            if opcode != 0x1 {
+                continue;
+            }
+            let message: serde_json::Value = serde_json::from_slice(&payload)
+                .with_context(|| format!("a text frame that is not JSON: {payload:?}"))?;
+            if message["type"] == "consensus" {
+                last = message["hearts"].as_u64();
+                if last == Some(hearts) {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// How the connection ends within `patience`; `None` when it is still

@@ -38,6 +38,12 @@ const METRICS: &[&str] = &[
     "heartsync_love_taps_total",
     "heartsync_love_ack_seconds",
     "heartsync_build_info",
+    "heartsync_redis_up",
+    "heartsync_cluster_partials_published_total",
+    "heartsync_cluster_partials_received_total",
+    "heartsync_cluster_partials_dropped_total",
+    "heartsync_cluster_partials_late_total",
+    "heartsync_cluster_publish_failures_total",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_open_fds",
@@ -125,8 +131,8 @@ async fn alert_rules_pass_their_unit_tests() {
     let rule_tests = deploy("prometheus/alerts_test.yml");
     let checked = promtool_ok(&["check", "rules", arg(&rules)], None).await;
     assert!(
-        checked.contains("SUCCESS: 5 rules found"),
-        "expected the 5 heartsync alerts:\n{checked}"
+        checked.contains("SUCCESS: 6 rules found"),
+        "expected the 6 heartsync alerts:\n{checked}"
     );
     let tested = promtool_ok(&["test", "rules", arg(&rule_tests)], None).await;
     println!("{tested}");
@@ -147,7 +153,8 @@ async fn alert_rules_pass_their_unit_tests() {
             "HeartsyncBroadcastLagHigh",
             "HeartsyncHeartbeatFailures",
             "HeartsyncMemoryGrowing",
-            "HeartsyncInstanceDown"
+            "HeartsyncInstanceDown",
+            "HeartsyncRedisDown"
         ],
         "the alerts in alerts.yml changed; update this test and deploy/README.md"
     );
@@ -381,7 +388,7 @@ async fn scrape_and_query(prometheus: &Prometheus) -> anyhow::Result<()> {
     ensure!(open >= 1.0, "heartsync_connections_open = {open} with a client connected");
 
     // The real Prometheus loaded the alerts and evaluates them cleanly.
-    wait_until(Duration::from_secs(15), "all 5 alert rules evaluated without error", || async {
+    wait_until(Duration::from_secs(15), "all 6 alert rules evaluated without error", || async {
         let data = prometheus.api("rules").await?;
         let rules: Vec<&serde_json::Value> = data["groups"]
             .as_array()
@@ -393,7 +400,7 @@ async fn scrape_and_query(prometheus: &Prometheus) -> anyhow::Result<()> {
             bail!("a rule fails to evaluate: {broken}");
         }
         ensure!(
-            rules.len() == 5 && rules.iter().all(|rule| rule["health"] == "ok"),
+            rules.len() == 6 && rules.iter().all(|rule| rule["health"] == "ok"),
             "not yet all evaluated: {data}"
         );
         Ok(())
