@@ -372,6 +372,11 @@ async fn the_page_speaks_english_and_chinese_and_remembers_the_choice() {
         std::fs::write(&path, chinese.screenshot().await?)
             .with_context(|| format!("could not write {}", path.display()))?;
         report(&format!("browser: screenshot {}", path.display()));
+        // A room that cannot be opened says so in Chinese too.
+        chinese.goto(&server.http_url("/r/not%20a%20room")).await?;
+        chinese
+            .wait_for_text("bad-room", "in Chinese", |text| text.starts_with("无法打开这个房间："))
+            .await?;
         chinese.close().await?;
 
         // An English one gets English; the toggle switches every word and
@@ -394,6 +399,12 @@ async fn the_page_speaks_english_and_chinese_and_remembers_the_choice() {
         browser.click("lang").await?;
         browser.wait_for_text("love-button", "English again", |text| text == "♥ send love").await?;
         wait_for_small_words(&browser, false).await?;
+        browser.goto(&server.http_url("/r/not%20a%20room")).await?;
+        browser
+            .wait_for_text("bad-room", "in English", |text| {
+                text.starts_with("This room cannot be opened:")
+            })
+            .await?;
         browser.close().await?;
         server.shutdown().await
     })
