@@ -317,6 +317,11 @@ async fn wait_for_js(
 /// How long the checks below wait for the page.
 const PAGE_WAIT: Duration = Duration::from_secs(10);
 
+/// The font the Chinese screenshot is drawn with (Debian's
+/// fonts-wqy-microhei, which `cargo xtask install --test` installs);
+/// without a CJK font Chromium draws every character as a box.
+const CJK_FONT: &str = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc";
+
 /// The words of the page's smaller parts, which a language test checks
 /// besides the love button and the status line: the sound toggle's label
 /// and tooltip, and the coherence strip's text alternative.
@@ -368,6 +373,11 @@ async fn the_page_speaks_english_and_chinese_and_remembers_the_choice() {
         wait_for_small_words(&chinese, true).await?;
         // An artifact of the run (not committed), to see the Chinese drawn
         // in a real font rather than boxes.
+        ensure!(
+            std::path::Path::new(CJK_FONT).is_file(),
+            "{CJK_FONT} is missing, so the Chinese screenshot would show boxes: run \
+             `cargo xtask install --test` (Debian's fonts-wqy-microhei)"
+        );
         let path = artifacts_dir()?.join("page-zh-CN.png");
         std::fs::write(&path, chinese.screenshot().await?)
             .with_context(|| format!("could not write {}", path.display()))?;
