@@ -89,8 +89,8 @@ mod ui {
     ///
     /// Every word is this one closure type rather than a closure of its
     /// own: Leptos makes the code that renders and updates a reactive
-    /// value once per closure type, so a word a place would cost the page's
-    /// budget (`tests/tests/it/budget.rs`) a copy of that code each.
+    /// value once per closure type, so a closure per place would cost the
+    /// page's budget (`tests/tests/it/budget.rs`) a copy of that code each.
     pub(crate) fn word(
         lang: RwSignal<Lang>,
         pick: fn(&Text) -> &'static str,
