@@ -199,7 +199,11 @@ impl Painter {
         if still {
             // The beat as light: a soft white wash over the heart at the
             // lub-dub's peaks, and nothing moving.
-            c.set_fill_style_str(&format!("rgba(255, 235, 242, {:.3})", 0.28 * envelope));
+            // Through the global alpha (put back by `restore`) rather than
+            // an `rgba(…)` string made each frame: no float formatting in
+            // the bundle for it.
+            c.set_global_alpha(0.28 * envelope);
+            c.set_fill_style_str("#ffebf2");
             c.fill_rect(layout.x - 1.5 * scale, layout.y - 1.5 * scale, 3.0 * scale, 3.0 * scale);
         }
         c.restore();

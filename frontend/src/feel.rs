@@ -9,7 +9,9 @@
 //! cancels its buzzes, and the loop ends on its next round.
 
 use crate::audio::{self, Player};
+use crate::i18n::Lang;
 use crate::page::Page;
+use crate::ui::{pressed, word};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use std::cell::RefCell;
@@ -48,10 +50,12 @@ fn change<R>(player: Shared, page: Option<&Page>, change: impl FnOnce(&mut Playe
 
 /// The sound toggle, and the haptic toggle where the phone can vibrate.
 /// Each says whether it is on through `aria-pressed` (which the style
-/// shows too), so its name stays the same for screen readers.
+/// shows too), so its name stays the same for screen readers. Their words
+/// follow the page's language (the `Lang` signal the `App` puts in context).
 #[component]
 pub fn FeelToggles() -> impl IntoView {
     let page = use_context::<Page>();
+    let lang = use_context::<RwSignal<Lang>>().unwrap_or_else(|| RwSignal::new(Lang::default()));
     let player: Shared = StoredValue::new_local(None);
     let sound = RwSignal::new(false);
     let haptic = RwSignal::new(false);
@@ -73,21 +77,21 @@ pub fn FeelToggles() -> impl IntoView {
             <button
                 class="toggle"
                 data-testid="sound-toggle"
-                aria-pressed=move || sound.get().to_string()
-                title="hear the beat"
+                aria-pressed=pressed(sound)
+                title=word(lang, |t| t.sound_hint)
                 on:click=on_sound
             >
-                "♪ sound"
+                {word(lang, |t| t.sound)}
             </button>
             {vibrates.then(|| view! {
                 <button
                     class="toggle"
                     data-testid="haptic-toggle"
-                    aria-pressed=move || haptic.get().to_string()
-                    title="feel the beat"
+                    aria-pressed=pressed(haptic)
+                    title=word(lang, |t| t.buzz_hint)
                     on:click=on_haptic
                 >
-                    "≋ buzz"
+                    {word(lang, |t| t.buzz)}
                 </button>
             })}
         </div>

@@ -1,8 +1,10 @@
 //! The coherence strip under the heart: the room's last hour from
 //! `/api/rooms/{room}/history`, one cell per 10 s, coloured by mean
-//! coherence, and a sentence that says the trend for screen readers. Pure,
-//! tested natively; the page fetches and draws.
+//! coherence, and a sentence that says the trend for screen readers (in the
+//! page's language, from [`Text`]). Pure, tested natively; the page fetches
+//! and draws.
 
+use crate::i18n::Text;
 use serde::Deserialize;
 
 /// How many cells the strip has: an hour of 10-second buckets.
@@ -65,38 +67,43 @@ pub fn colour(cell: Option<f64>) -> String {
     match cell {
         None => String::from("rgba(255,255,255,0.06)"),
         Some(c) => {
-            let hue = 220.0 - 220.0 * c; // 220 (blue) .. 0 (red), via violet
-            let saturation = 30.0 + 55.0 * c;
-            let lightness = 35.0 + 20.0 * c;
-            format!("hsl({hue:.0},{saturation:.0}%,{lightness:.0}%)")
+            // Whole numbers, rounded here: formatting a float with a
+            // precision (`{:.0}`) would bring its exact-decimal code into
+            // the bundle for this alone.
+            let whole = |x: f64| x.round() as u32;
+            let hue = whole(220.0 - 220.0 * c); // 220 (blue) .. 0 (red), via violet
+            let saturation = whole(30.0 + 55.0 * c);
+            let lightness = whole(35.0 + 20.0 * c);
+            format!("hsl({hue},{saturation}%,{lightness}%)")
         }
     }
 }
 
-/// The text alternative: how in sync the room has been, and where it is going.
-pub fn describe(history: &History) -> String {
+/// The text alternative, in the words of `text`: how in sync the room has
+/// been, and where it is going.
+pub fn describe(history: &History, text: &Text) -> String {
     let means: Vec<f64> =
         history.buckets.iter().map(|b| b.coherence_mean.clamp(0.0, 1.0)).collect();
     let Some(&now) = means.last() else {
-        return String::from("No coherence history for this room in the last hour yet.");
+        return text.history_empty.to_owned();
     };
-    let percent = |x: f64| (x * 100.0).round() as u32;
+    let percent = |x: f64| ((x * 100.0).round() as u32).to_string();
     let average = means.iter().sum::<f64>() / means.len() as f64;
     // The trend: the last ten minutes against the ten before them.
     let recent = mean(means.iter().rev().take(60)).unwrap_or(now);
     let before = mean(means.iter().rev().skip(60).take(60));
     let trend = match before {
-        None => "too little history for a trend",
-        Some(before) if recent - before > 0.1 => "rising",
-        Some(before) if before - recent > 0.1 => "falling",
-        Some(_) => "steady",
+        None => text.no_trend,
+        Some(before) if recent - before > 0.1 => text.rising,
+        Some(before) if before - recent > 0.1 => text.falling,
+        Some(_) => text.steady,
     };
     let minutes = (means.len() as f64 * BUCKET_MS / 60_000.0).ceil() as u32;
-    format!(
-        "Coherence over the last {minutes} min: {trend}; now {}%, average {}%.",
-        percent(now),
-        percent(average),
-    )
+    text.history
+        .replace("{minutes}", &minutes.to_string())
+        .replace("{trend}", trend)
+        .replace("{now}", &percent(now))
+        .replace("{average}", &percent(average))
 }
 
 fn mean<'a>(values: impl Iterator<Item = &'a f64>) -> Option<f64> {
@@ -107,6 +114,7 @@ fn mean<'a>(values: impl Iterator<Item = &'a f64>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::i18n::{EN, ZH};
 
     const NOW: f64 = 1_700_000_005_000.0; // 5 s into a bucket
 
@@ -147,14 +155,27 @@ mod tests {
     fn the_text_says_the_trend() {
         let rising: Vec<f64> = (0..120).map(|i| if i < 60 { 0.2 } else { 0.8 }).collect();
         assert_eq!(
-            describe(&history(&rising)),
+            describe(&history(&rising), &EN),
             "Coherence over the last 20 min: rising; now 80%, average 50%."
         );
         let falling: Vec<f64> = rising.iter().rev().copied().collect();
-        assert!(describe(&history(&falling)).contains("falling"));
-        assert!(describe(&history(&[0.5; 130])).contains("steady"));
-        assert!(describe(&history(&[0.5; 3])).contains("too little history"));
-        assert!(describe(&History { buckets: vec![] }).starts_with("No coherence history"));
+        assert!(describe(&history(&falling), &EN).contains("falling"));
+        assert!(describe(&history(&[0.5; 130]), &EN).contains("steady"));
+        assert!(describe(&history(&[0.5; 3]), &EN).contains("too little history"));
+        assert!(describe(&History { buckets: vec![] }, &EN).starts_with("No coherence history"));
+    }
+
+    #[test]
+    fn the_text_says_the_trend_in_chinese_too() {
+        let rising: Vec<f64> = (0..120).map(|i| if i < 60 { 0.2 } else { 0.8 }).collect();
+        assert_eq!(
+            describe(&history(&rising), &ZH),
+            "最近 20 分钟的同步程度：正在上升；现在 80%，平均 50%。"
+        );
+        let falling: Vec<f64> = rising.iter().rev().copied().collect();
+        assert!(describe(&history(&falling), &ZH).contains("正在下降"));
+        assert!(describe(&history(&[0.5; 130]), &ZH).contains("保持平稳"));
+        assert_eq!(describe(&History { buckets: vec![] }, &ZH), ZH.history_empty);
     }
 
     #[test]

@@ -116,6 +116,33 @@ pub struct Text {
     pub summary: &'static str,
     /// The link back to the main room from a page with a bad room name.
     pub open_main: &'static str,
+    /// What a page with a bad room name says first (the reason follows, as
+    /// the room name's parser words it).
+    pub bad_room: &'static str,
+    /// The sound toggle.
+    pub sound: &'static str,
+    /// The sound toggle's tooltip.
+    pub sound_hint: &'static str,
+    /// The haptic toggle (on phones that vibrate).
+    pub buzz: &'static str,
+    /// The haptic toggle's tooltip.
+    pub buzz_hint: &'static str,
+    /// The coherence strip's text alternative until its history arrives.
+    pub history_loading: &'static str,
+    /// The strip's text alternative when the room has no history yet.
+    pub history_empty: &'static str,
+    /// The strip's text alternative: `{minutes}`, `{trend}`, `{now}` and
+    /// `{average}` are replaced (see [`crate::history::describe`]).
+    pub history: &'static str,
+    /// The trend when the last ten minutes are in step more than the ten
+    /// before them.
+    pub rising: &'static str,
+    /// The trend when they are in step less.
+    pub falling: &'static str,
+    /// The trend when they are about the same.
+    pub steady: &'static str,
+    /// The trend when there are not yet twenty minutes to compare.
+    pub no_trend: &'static str,
 }
 
 /// English.
@@ -140,6 +167,18 @@ pub const EN: Text = Text {
     switch_label: "切换到中文 (switch to Chinese)",
     summary: "{hearts} hearts, {sync}% in sync, {love} love",
     open_main: "Open the main room",
+    bad_room: "This room cannot be opened:",
+    sound: "♪ sound",
+    sound_hint: "hear the beat",
+    buzz: "≋ buzz",
+    buzz_hint: "feel the beat",
+    history_loading: "Coherence history loading",
+    history_empty: "No coherence history for this room in the last hour yet.",
+    history: "Coherence over the last {minutes} min: {trend}; now {now}%, average {average}%.",
+    rising: "rising",
+    falling: "falling",
+    steady: "steady",
+    no_trend: "too little history for a trend",
 };
 
 /// Simplified Chinese.
@@ -164,6 +203,18 @@ pub const ZH: Text = Text {
     switch_label: "Switch to English (切换到英文)",
     summary: "{hearts} 颗心，{sync}% 同步，{love} 份爱心",
     open_main: "打开主房间",
+    bad_room: "无法打开这个房间：",
+    sound: "♪ 声音",
+    sound_hint: "听见心跳",
+    buzz: "≋ 振动",
+    buzz_hint: "感受心跳",
+    history_loading: "同步历史加载中",
+    history_empty: "这个房间最近一小时还没有同步历史。",
+    history: "最近 {minutes} 分钟的同步程度：{trend}；现在 {now}%，平均 {average}%。",
+    rising: "正在上升",
+    falling: "正在下降",
+    steady: "保持平稳",
+    no_trend: "历史太短，还看不出趋势",
 };
 
 impl Text {
@@ -182,8 +233,10 @@ impl Text {
     pub fn status(&self, link: &Link, now: f64) -> String {
         match link {
             Link::Waiting { until, .. } => {
-                let seconds = ((until - now) / 1000.0).ceil().max(1.0);
-                self.reconnect_in.replace("{}", &format!("{seconds:.0}"))
+                // A whole number of seconds, at least one (as an integer:
+                // see `history::colour` on float precision).
+                let seconds = ((until - now) / 1000.0).ceil().max(1.0) as u64;
+                self.reconnect_in.replace("{}", &seconds.to_string())
             }
             other => self.link_state(other).to_owned(),
         }
@@ -258,6 +311,10 @@ mod tests {
             (EN.share, ZH.share),
             (EN.qr_hint, ZH.qr_hint),
             (EN.canvas_label, ZH.canvas_label),
+            (EN.sound, ZH.sound),
+            (EN.buzz_hint, ZH.buzz_hint),
+            (EN.history, ZH.history),
+            (EN.no_trend, ZH.no_trend),
         ] {
             assert!(!en.is_empty() && !zh.is_empty());
             assert_ne!(en, zh);

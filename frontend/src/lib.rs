@@ -63,7 +63,7 @@ mod ui {
     use crate::browser;
     use crate::heart::{self, Layout};
     use crate::history::{self, History};
-    use crate::i18n::{LANG_KEY, Lang};
+    use crate::i18n::{LANG_KEY, Lang, Text};
     use crate::page::{Command, LoveKeys, Page, Stats};
     use crate::share;
     use crate::stored::{CLIENT_ID_KEY, love_acked_key, love_taps_key, parse_count};
@@ -83,6 +83,28 @@ mod ui {
     /// often enough to follow the room, seldom enough not to talk over
     /// everything else.
     const SUMMARY_MS: u32 = 5_000;
+
+    /// A fixed word of the page (`pick`ed from [`Text`]) that follows the
+    /// page's language, as a view child or an attribute value.
+    ///
+    /// Every word is this one closure type rather than a closure of its
+    /// own: Leptos makes the code that renders and updates a reactive
+    /// value once per closure type, so a closure per place would cost the
+    /// page's budget (`tests/tests/it/budget.rs`) a copy of that code each.
+    pub(crate) fn word(
+        lang: RwSignal<Lang>,
+        pick: fn(&Text) -> &'static str,
+    ) -> impl Fn() -> &'static str + Copy + Send + Sync + 'static {
+        move || pick(lang.get().text())
+    }
+
+    /// An `aria-pressed` or `aria-expanded` value that follows `on`: one
+    /// closure type for all of them, as [`word`] is for words.
+    pub(crate) fn pressed(
+        on: RwSignal<bool>,
+    ) -> impl Fn() -> &'static str + Copy + Send + Sync + 'static {
+        move || if on.get() { "true" } else { "false" }
+    }
 
     /// The page: the room from the URL, or a note that the name is invalid,
     /// in the language the person chose or their browser prefers.
@@ -110,12 +132,16 @@ mod ui {
         }
     }
 
+    /// A page whose room name cannot be opened: why, and the way to the
+    /// main room. The reason is the room name parser's, in English.
     #[component]
     fn BadRoom(problem: String, lang: RwSignal<Lang>) -> impl IntoView {
         view! {
             <main class="app">
-                <p class="notice">{problem}</p>
-                <p class="notice"><a href="/">{move || lang.get().text().open_main}</a></p>
+                <p class="notice" data-testid="bad-room">
+                    {word(lang, |t| t.bad_room)}" "<span lang="en">{problem}</span>
+                </p>
+                <p class="notice"><a href="/">{word(lang, |t| t.open_main)}</a></p>
             </main>
         }
     }
@@ -186,7 +212,7 @@ mod ui {
                     <LangToggle lang />
                 </header>
                 <HeartCanvas lang />
-                <HistoryStrip room=room.clone() join_token />
+                <HistoryStrip room=room.clone() join_token lang />
                 <footer class="bottom">
                     <Numbers stats lang />
                     <LoveButton lang />
@@ -199,7 +225,7 @@ mod ui {
                     {move || lang.get().text().link_state(&stats.link.get())}
                 </p>
                 <p class="sr-only" aria-live="polite" data-testid="summary">
-                    {move || summary.get()}
+                    {summary}
                 </p>
             </main>
         }
@@ -224,7 +250,11 @@ mod ui {
     /// mean coherence, fetched once a minute; a screen reader hears the
     /// trend.
     #[component]
-    fn HistoryStrip(room: RoomName, join_token: Option<String>) -> impl IntoView {
+    fn HistoryStrip(
+        room: RoomName,
+        join_token: Option<String>,
+        lang: RwSignal<Lang>,
+    ) -> impl IntoView {
         let fetched = RwSignal::new(None::<History>);
         let (refreshing, stop) = abortable(async move {
             loop {
@@ -246,9 +276,10 @@ mod ui {
             fetched.with(|h| h.as_ref().map(|h| history::cells(h, server_now)).unwrap_or_default())
         };
         let label = move || {
+            let text = lang.get().text();
             fetched.with(|h| {
                 h.as_ref()
-                    .map_or_else(|| String::from("Coherence history loading"), history::describe)
+                    .map_or_else(|| text.history_loading.to_owned(), |h| history::describe(h, text))
             })
         };
         view! {
@@ -295,10 +326,10 @@ mod ui {
                 class="chip"
                 data-testid="lang"
                 lang=move || lang.get().other().tag()
-                aria-label=move || lang.get().text().switch_label
+                aria-label=word(lang, |t| t.switch_label)
                 on:click=switch
             >
-                {move || lang.get().text().switch_to}
+                {word(lang, |t| t.switch_to)}
             </button>
         }
     }
@@ -344,11 +375,11 @@ mod ui {
                 <button
                     class="chip"
                     data-testid="qr-button"
-                    aria-expanded=move || open.get().to_string()
+                    aria-expanded=pressed(open)
                     aria-controls="qr"
                     on:click=move |_| open.update(|open| *open = !*open)
                 >
-                    {move || lang.get().text().show_qr}
+                    {word(lang, |t| t.show_qr)}
                 </button>
             </div>
             <Show when=move || open.get()>
@@ -357,10 +388,10 @@ mod ui {
                         class="qr"
                         data-testid="qr"
                         role="img"
-                        aria-label=move || lang.get().text().qr_label
+                        aria-label=word(lang, |t| t.qr_label)
                         inner_html=svg()
                     ></div>
-                    <p class="qr-hint">{move || lang.get().text().qr_hint}</p>
+                    <p class="qr-hint">{word(lang, |t| t.qr_hint)}</p>
                     <a class="qr-link" data-testid="room-link" href=link.clone()>{link.clone()}</a>
                 </div>
             </Show>
@@ -455,7 +486,7 @@ mod ui {
                 data-state=state
                 aria-hidden="true"
             >
-                {move || stats.status.get()}
+                {stats.status}
             </span>
         }
     }
@@ -503,7 +534,7 @@ mod ui {
                     node_ref=canvas
                     on:pointerdown=on_pointer
                     role="img"
-                    aria-label=move || lang.get().text().canvas_label
+                    aria-label=word(lang, |t| t.canvas_label)
                 ></canvas>
             </div>
         }
@@ -513,27 +544,29 @@ mod ui {
     fn Numbers(stats: Stats, lang: RwSignal<Lang>) -> impl IntoView {
         let hearts =
             move || stats.hearts.get().map_or_else(|| String::from("–"), |h| h.to_string());
+        // One closure for the number and the bar's width.
+        let percent = move || format!("{}%", stats.coherence_percent.get());
         view! {
             <dl class="numbers">
                 <div class="number">
-                    <dt>{move || lang.get().text().hearts}</dt>
+                    <dt>{word(lang, |t| t.hearts)}</dt>
                     <dd data-testid="hearts">{hearts}</dd>
                 </div>
                 <div class="number">
-                    <dt>{move || lang.get().text().in_sync}</dt>
+                    <dt>{word(lang, |t| t.in_sync)}</dt>
                     <dd>
-                        <span data-testid="coherence">{move || format!("{}%", stats.coherence_percent.get())}</span>
+                        <span data-testid="coherence">{percent}</span>
                         <span class="bar">
                             <span
                                 class="fill"
-                                style:width=move || format!("{}%", stats.coherence_percent.get())
+                                style:width=percent
                             ></span>
                         </span>
                     </dd>
                 </div>
                 <div class="number">
-                    <dt>{move || lang.get().text().love}</dt>
-                    <dd data-testid="love">{move || stats.love.get()}</dd>
+                    <dt>{word(lang, |t| t.love)}</dt>
+                    <dd data-testid="love">{stats.love}</dd>
                 </div>
             </dl>
         }
@@ -546,14 +579,14 @@ mod ui {
             <button
                 class="love"
                 data-testid="love-button"
-                title=move || lang.get().text().send_love_hint
+                title=word(lang, |t| t.send_love_hint)
                 on:click=move |_| {
                     if let Some(page) = &page {
                         page.tap();
                     }
                 }
             >
-                {move || lang.get().text().send_love}
+                {word(lang, |t| t.send_love)}
             </button>
         }
     }

@@ -39,12 +39,16 @@ const AXE_VERSION: &str = "4.14.1";
 /// (cargo-deny alone about 20), once.
 const CHECK_TOOLS: &[(&str, &str)] = &[("cargo-deny", "0.20.2"), ("cargo-machete", "0.9.2")];
 
-/// Programs the tests run, and the Debian package each comes in: only what
+/// Programs the tests run (or, for a package without one, an absolute path
+/// of a file it installs), and the Debian package each comes in: only what
 /// some test uses. Adding a service for the tests is one line here.
 const TEST_PACKAGES: &[(&str, &str)] = &[
     // tests/tests/it/browser.rs: the page in headless Chromium.
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
+    // The smallest Debian font with Chinese glyphs (5 MB), so the Chinese
+    // page's screenshot shows characters rather than boxes.
+    ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "fonts-wqy-microhei"),
     // tests/tests/it/deploy.rs: the alert rules and a real scrape.
     ("promtool", "prometheus"),
     ("prometheus", "prometheus"),
@@ -213,12 +217,23 @@ pub fn fuzz_tools(tool_path: &OsStr) -> Result<()> {
     Ok(())
 }
 
-/// Installs the Debian packages of [`TEST_PACKAGES`] whose programs are not
-/// on `PATH`.
+/// Where `program` of [`TEST_PACKAGES`] is: on `PATH`, or the file itself
+/// when it is an absolute path.
+fn find_test_file(program: &str) -> Option<PathBuf> {
+    let path = Path::new(program);
+    if path.is_absolute() {
+        path.is_file().then(|| path.to_path_buf())
+    } else {
+        find_program(program)
+    }
+}
+
+/// Installs the Debian packages of [`TEST_PACKAGES`] whose programs (or
+/// files) are missing.
 pub fn test_tools() -> Result<()> {
     let mut missing: Vec<&str> = TEST_PACKAGES
         .iter()
-        .filter(|(program, package)| match find_program(program) {
+        .filter(|(program, package)| match find_test_file(program) {
             Some(path) => {
                 println!("ok: {program} ({}, from {package})", path.display());
                 false
@@ -239,8 +254,8 @@ pub fn test_tools() -> Result<()> {
     run(apt_get(&wanted)?.arg("update"))?;
     run(apt_get(&wanted)?.args(["install", "-y"]).args(&missing))?;
     for (program, package) in TEST_PACKAGES {
-        if find_program(program).is_none() {
-            bail!("installed {package}, but `{program}` is still not on PATH");
+        if find_test_file(program).is_none() {
+            bail!("installed {package}, but `{program}` is still missing");
         }
     }
     Ok(())

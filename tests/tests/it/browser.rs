@@ -317,6 +317,47 @@ async fn wait_for_js(
 /// How long the checks below wait for the page.
 const PAGE_WAIT: Duration = Duration::from_secs(10);
 
+/// The font the Chinese screenshot is drawn with (Debian's
+/// fonts-wqy-microhei, which `cargo xtask install --test` installs);
+/// without a CJK font Chromium draws every character as a box.
+const CJK_FONT: &str = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc";
+
+/// The words of the page's smaller parts, which a language test checks
+/// besides the love button and the status line: the sound toggle's label
+/// and tooltip, and the coherence strip's text alternative.
+async fn small_words(browser: &Browser) -> Result<(String, String, String)> {
+    let words = js(
+        browser,
+        "[document.querySelector('[data-testid=sound-toggle]')?.textContent.trim() ?? null,
+          document.querySelector('[data-testid=sound-toggle]')?.title ?? null,
+          document.querySelector('[data-testid=history]')?.getAttribute('aria-label') ?? null]",
+    )
+    .await?;
+    let word = |i: usize| words[i].as_str().map(str::to_owned);
+    match (word(0), word(1), word(2)) {
+        (Some(sound), Some(hint), Some(history)) => Ok((sound, hint, history)),
+        _ => anyhow::bail!("the sound toggle or the coherence strip is missing: {words}"),
+    }
+}
+
+/// Waits until the sound toggle and the coherence strip speak English
+/// (`chinese` false) or Chinese.
+async fn wait_for_small_words(browser: &Browser, chinese: bool) -> Result<()> {
+    let language = if chinese { "Chinese" } else { "English" };
+    wait_until(PAGE_WAIT, &format!("the toggles and the strip in {language}"), || async {
+        let (sound, hint, history) = small_words(browser).await?;
+        let expected = if chinese {
+            // Loading, empty or with a trend, the strip speaks of 同步 (sync).
+            sound == "♪ 声音" && hint == "听见心跳" && history.contains("同步")
+        } else {
+            sound == "♪ sound" && hint == "hear the beat" && history.contains("oherence")
+        };
+        ensure!(expected, "they read {sound:?}, {hint:?}, {history:?}");
+        Ok(())
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_speaks_english_and_chinese_and_remembers_the_choice() {
     bounded(async {
@@ -329,6 +370,23 @@ async fn the_page_speaks_english_and_chinese_and_remembers_the_choice() {
         chinese.wait_for_text("love-button", "in Chinese", |text| text == "♥ 送出爱心").await?;
         chinese.wait_for_text("status", "connected, in Chinese", |text| text == "已连接").await?;
         wait_for_js(&chinese, "document.documentElement.lang", "zh-CN".into()).await?;
+        wait_for_small_words(&chinese, true).await?;
+        // An artifact of the run (not committed), to see the Chinese drawn
+        // in a real font rather than boxes.
+        ensure!(
+            std::path::Path::new(CJK_FONT).is_file(),
+            "{CJK_FONT} is missing, so the Chinese screenshot would show boxes: run \
+             `cargo xtask install --test` (Debian's fonts-wqy-microhei)"
+        );
+        let path = artifacts_dir()?.join("page-zh-CN.png");
+        std::fs::write(&path, chinese.screenshot().await?)
+            .with_context(|| format!("could not write {}", path.display()))?;
+        report(&format!("browser: screenshot {}", path.display()));
+        // A room that cannot be opened says so in Chinese too.
+        chinese.goto(&server.http_url("/r/not%20a%20room")).await?;
+        chinese
+            .wait_for_text("bad-room", "in Chinese", |text| text.starts_with("无法打开这个房间："))
+            .await?;
         chinese.close().await?;
 
         // An English one gets English; the toggle switches every word and
@@ -338,15 +396,25 @@ async fn the_page_speaks_english_and_chinese_and_remembers_the_choice() {
         browser.wait_for_text("love-button", "in English", |text| text == "♥ send love").await?;
         browser.wait_for_text("status", "connected", |text| text == "connected").await?;
         wait_for_js(&browser, "document.documentElement.lang", "en".into()).await?;
+        wait_for_small_words(&browser, false).await?;
         browser.click("lang").await?;
         browser.wait_for_text("love-button", "in Chinese", |text| text == "♥ 送出爱心").await?;
         browser.wait_for_text("status", "connected, in Chinese", |text| text == "已连接").await?;
         browser.wait_for_text("lang", "the way back", |text| text == "English").await?;
         wait_for_js(&browser, "document.documentElement.lang", "zh-CN".into()).await?;
+        wait_for_small_words(&browser, true).await?;
         browser.reload().await?;
         browser.wait_for_text("love-button", "still Chinese", |text| text == "♥ 送出爱心").await?;
+        wait_for_small_words(&browser, true).await?;
         browser.click("lang").await?;
         browser.wait_for_text("love-button", "English again", |text| text == "♥ send love").await?;
+        wait_for_small_words(&browser, false).await?;
+        browser.goto(&server.http_url("/r/not%20a%20room")).await?;
+        browser
+            .wait_for_text("bad-room", "in English", |text| {
+                text.starts_with("This room cannot be opened:")
+            })
+            .await?;
         browser.close().await?;
         server.shutdown().await
     })
