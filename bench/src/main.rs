@@ -30,10 +30,12 @@
 //! are summed over the instances, and the report adds the cross-instance
 //! agreement: for each seq, the largest difference between what clients
 //! on different instances received (see [`stats::Agreement`]; 0 is the
-//! target).
+//! target). `--redis-info redis://…` adds what the run cost the Redis they
+//! share (commands a second by name, its CPU), read around the same window.
 
 mod client;
 mod floor;
+mod redis_info;
 mod server;
 mod stats;
 
@@ -136,6 +138,11 @@ struct Args {
     /// else the server's `/metrics`.
     #[arg(long, value_delimiter = ',')]
     server_pid: Vec<u32>,
+    /// The Redis the instances share (`redis://host:port/db`): its INFO is
+    /// read before and after the measured window, for its commands a
+    /// second and its CPU.
+    #[arg(long)]
+    redis_info: Option<String>,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -264,6 +271,7 @@ impl Target {
         let mut total = Sample {
             process: ProcessSample { cpu_seconds: 0.0, rss_bytes: 0.0 },
             consensus_sent: Some(0.0),
+            partials: Some(Partials::default()),
         };
         // All at once, so every instance's window is the same.
         let samples = futures_util::future::join_all(self.instances.iter().map(Instance::sample));
@@ -272,6 +280,10 @@ impl Target {
             total.process.cpu_seconds += one.process.cpu_seconds;
             total.process.rss_bytes += one.process.rss_bytes;
             total.consensus_sent = total.consensus_sent.zip(one.consensus_sent).map(|(a, b)| a + b);
+            total.partials = total.partials.zip(one.partials).map(|(a, b)| Partials {
+                published: a.published + b.published,
+                late: a.late + b.late,
+            });
         }
         Some(total)
     }
@@ -311,7 +323,12 @@ impl Instance {
             None => metrics
                 .map(|s| ProcessSample { cpu_seconds: s.cpu_seconds, rss_bytes: s.rss_bytes })?,
         };
-        Some(Sample { process, consensus_sent: metrics.map(|m| m.consensus_sent) })
+        Some(Sample {
+            process,
+            consensus_sent: metrics.map(|m| m.consensus_sent),
+            partials: metrics
+                .map(|m| Partials { published: m.partials_published, late: m.partials_late }),
+        })
     }
 }
 
@@ -321,6 +338,28 @@ struct Sample {
     process: ProcessSample,
     /// `heartsync_messages_sent_total{type="consensus"}`, if it has one.
     consensus_sent: Option<f64>,
+    /// Its cluster counters, if it has a `/metrics`.
+    partials: Option<Partials>,
+}
+
+/// An instance's `heartsync_cluster_partials_{published,late}_total`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Partials {
+    published: f64,
+    late: f64,
+}
+
+/// Redis's INFO with the moment it was read, or nothing without
+/// `--redis-info` (a failed read is said on stderr and leaves it out).
+async fn redis_sample(args: &Args) -> Option<(redis_info::RedisSample, Instant)> {
+    let url = args.redis_info.as_deref()?;
+    match redis_info::RedisSample::read(url).await {
+        Ok(sample) => Some((sample, Instant::now())),
+        Err(error) => {
+            eprintln!("note: {error:#}; Redis's figures will not be reported");
+            None
+        }
+    }
 }
 
 /// Source addresses each generator process connects from.
@@ -359,6 +398,7 @@ async fn measure(
     let ramp_time = ramp_started.elapsed();
     tokio::time::sleep(args.settle).await;
 
+    let redis_before = redis_sample(args).await;
     let before = target.sample().await;
     generator.start_measuring().await?;
     let window = Instant::now();
@@ -366,12 +406,16 @@ async fn measure(
     generator.stop_measuring().await?;
     let window = window.elapsed();
     let after = target.sample().await;
+    let redis_after = redis_sample(args).await;
     let (stats, connected) = generator.finish().await?;
 
     let samples = Samples { baseline, before, after };
     let mut report = Report::new(label, args, &stats, connected, window, ramp_time, samples);
     report.instances = target.instances.len();
     report.agreement = target.several().then(|| stats.agreement.summary());
+    report.redis = redis_before.zip(redis_after).map(|((before, t0), (after, t1))| {
+        before.rates(&after, t1.duration_since(t0).as_secs_f64())
+    });
     Ok(report)
 }
 
@@ -755,6 +799,13 @@ struct Report {
     /// With several instances: whether they broadcast the same consensus
     /// for each seq.
     agreement: Option<stats::AgreementSummary>,
+    /// Partials the instances published to Redis a second, all together
+    /// (one per instance and room with members per tick; 0 without Redis).
+    partials_published_per_s: Option<f64>,
+    /// Partials that had not arrived by their tick, a second, all together.
+    partials_late_per_s: Option<f64>,
+    /// With `--redis-info`: what Redis did in the window.
+    redis: Option<redis_info::RedisRates>,
 }
 
 impl Report {
@@ -776,6 +827,10 @@ impl Report {
                 (Some(b), Some(a)) => Some(a - b),
                 _ => None,
             };
+        let partials = before.and_then(|b| b.partials).zip(after.and_then(|a| a.partials));
+        let per_s =
+            |f: fn(&Partials) -> f64| partials.map(|(b, a)| (f(&a) - f(&b)) / window.as_secs_f64());
+        let (published, late) = (per_s(|p| p.published), per_s(|p| p.late));
         let [baseline, before, after] = [baseline, before, after].map(|s| s.map(|s| s.process));
         let (deliveries, cpu_share) = match (&before, &after) {
             (Some(b), Some(a)) if a.cpu_seconds > b.cpu_seconds => (
@@ -822,6 +877,9 @@ impl Report {
             server_consensus_sent: sent,
             instances: 1,
             agreement: None,
+            partials_published_per_s: published,
+            partials_late_per_s: late,
+            redis: None,
         }
     }
 
@@ -888,6 +946,22 @@ impl Report {
                 a.within_instance
             );
         }
+        if let Some(published) = self.partials_published_per_s.filter(|p| *p > 0.0) {
+            println!(
+                "cluster            {published:.2} partials published a second (all instances), {:.2} late",
+                self.partials_late_per_s.unwrap_or(0.0)
+            );
+        }
+        if let Some(redis) = &self.redis {
+            let calls: Vec<String> =
+                redis.calls_per_s.iter().map(|(name, n)| format!("{name} {n:.2}")).collect();
+            println!(
+                "redis              {:.2} commands a second ({}), {:.2}% of a core",
+                redis.commands_per_s,
+                calls.join(", "),
+                redis.cpu_share * 100.0
+            );
+        }
     }
 
     fn json(&self) -> serde_json::Value {
@@ -921,6 +995,9 @@ impl Report {
             "server_consensus_sent": self.server_consensus_sent,
             "instances": self.instances,
             "agreement": self.agreement,
+            "partials_published_per_s": self.partials_published_per_s,
+            "partials_late_per_s": self.partials_late_per_s,
+            "redis": self.redis,
         })
     }
 
