@@ -2,7 +2,7 @@
 //! address), reports its phase every `report_ms`, and measures every
 //! consensus it receives.
 
-use crate::stats::Stats;
+use crate::stats::{Seen, Stats};
 use futures_util::{SinkExt, StreamExt};
 use shared::clock::system_now_ms as now_ms;
 use shared::{ClientMessage, PhaseReport, ServerMessage};
@@ -30,6 +30,10 @@ pub struct Plan {
     pub start_phase: f64,
     /// Love taps a second (0: none); each tap is one `love` message.
     pub taps_per_s: f64,
+    /// With several instances, the index of the one it connects to: what it
+    /// receives is recorded for the cross-instance agreement. `None` with
+    /// one instance (nothing to compare, and less to parse).
+    pub instance: Option<usize>,
 }
 
 /// Runs one client until `stop` turns true. Measurements go to `stats`;
@@ -106,10 +110,23 @@ pub async fn run(
                 // The generator shares the machine with the server: read only
                 // what is measured from the 40k consensus messages a second.
                 if text.as_str().starts_with(CONSENSUS_PREFIX) {
-                    let Ok(c) = serde_json::from_str::<Tick>(text.as_str()) else {
+                    let Some(instance) = plan.instance else {
+                        let Ok(c) = serde_json::from_str::<Tick>(text.as_str()) else {
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        };
+                        record_tick(&stats, &measuring, &mut last_seq, c.seq, c.at);
+                        continue;
+                    };
+                    let Ok(c) = serde_json::from_str::<shared::Consensus>(text.as_str()) else {
                         stats.errors.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
+                    if measuring.load(Ordering::Relaxed) {
+                        let seen =
+                            Seen::new(c.phase, c.coherence, c.bpm, c.hearts, c.voters, c.love);
+                        stats.agreement.record(instance, c.seq, seen);
+                    }
                     record_tick(&stats, &measuring, &mut last_seq, c.seq, c.at);
                     continue;
                 }

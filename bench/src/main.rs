@@ -8,6 +8,7 @@
 //! heartsync-bench --url ws://127.0.0.1:8080 --clients 5000 --rooms 1 --duration 30s --ramp 500/s --json
 //! heartsync-bench --url ws://127.0.0.1:8080 --clients 10000 --compare-floor --json
 //! heartsync-bench --url ws://127.0.0.1:8080 --clients 19000 --rooms 20 --processes 2
+//! heartsync-bench --url ws://127.0.0.1:9100,ws://127.0.0.1:9101,ws://127.0.0.1:9102 --clients 9000
 //! heartsync-bench floor --addr 127.0.0.1:9200
 //! ```
 //!
@@ -22,9 +23,19 @@
 //! over N generator processes (each a child `heartsync-bench` with its own
 //! descriptor limit), which the parent steers through their stdin and
 //! stdout and whose counts it merges.
+//!
+//! Several instances sharing rooms through Redis are one service: give
+//! every instance's URL (`--url` repeated or comma-separated). Client `i`
+//! connects to URL `i mod n`, the server figures (CPU, RSS, consensus sent)
+//! are summed over the instances, and the report adds the cross-instance
+//! agreement: for each seq, the largest difference between what clients
+//! on different instances received (see [`stats::Agreement`]; 0 is the
+//! target). `--redis-info redis://…` adds what the run cost the Redis they
+//! share (commands a second by name, its CPU), read around the same window.
 
 mod client;
 mod floor;
+mod redis_info;
 mod server;
 mod stats;
 
@@ -67,9 +78,11 @@ enum Command {
 /// The load: how many clients, where, and for how long.
 #[derive(clap::Args, Debug, Clone)]
 struct Args {
-    /// The server's base WebSocket URL.
-    #[arg(long, default_value = "ws://127.0.0.1:8080")]
-    url: String,
+    /// The server's base WebSocket URL; several (repeated or
+    /// comma-separated) are instances of one service: clients are spread
+    /// over them round robin and their figures summed.
+    #[arg(long, default_value = "ws://127.0.0.1:8080", value_delimiter = ',')]
+    url: Vec<String>,
     /// How many clients to open.
     #[arg(long, default_value_t = 100)]
     clients: usize,
@@ -119,11 +132,17 @@ struct Args {
     /// The floor's broadcast period (heartsync's default `--tick`).
     #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
     floor_tick: Duration,
-    /// The server's process id, for its CPU time and memory from `/proc`;
-    /// default: the process listening on `--url`'s port if it is on this
-    /// machine, else the server's `/metrics`.
+    /// The server's process id, for its CPU time and memory from `/proc`
+    /// (with several `--url`s, one per URL, in the same order); default:
+    /// the process listening on the URL's port if it is on this machine,
+    /// else the server's `/metrics`.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// The Redis the instances share (`redis://host:port/db`): its INFO is
+    /// read before and after the measured window, for its commands a
+    /// second and its CPU.
     #[arg(long)]
-    server_pid: Option<u32>,
+    redis_info: Option<String>,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -174,7 +193,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let target = Target::from_url(&args.url, args.server_pid)?;
+    if args.compare_floor && args.url.len() > 1 {
+        bail!("--compare-floor compares one server with the floor; give one --url");
+    }
+    let target = Target::from_urls(&args.url, &args.server_pid)?;
     let heartsync = measure(&args, &target, 1, "heartsync").await?;
     if !args.compare_floor {
         heartsync.print_table();
@@ -203,8 +225,72 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The server a run measures.
+/// The service a run measures: one server, or several instances of it that
+/// share rooms through Redis.
 struct Target {
+    /// In `--url` order; client `i` connects to `instances[i mod n]`.
+    instances: Vec<Instance>,
+}
+
+impl Target {
+    /// The instances at `urls`, with their process ids if given (one per
+    /// URL), else found on this machine.
+    fn from_urls(urls: &[String], pids: &[u32]) -> anyhow::Result<Self> {
+        if urls.is_empty() {
+            bail!("give at least one --url");
+        }
+        if !pids.is_empty() && pids.len() != urls.len() {
+            bail!(
+                "{} --server-pid for {} --url: give one per URL, in the same order",
+                pids.len(),
+                urls.len()
+            );
+        }
+        let instances = urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| Instance::from_url(url, pids.get(i).copied()))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { instances })
+    }
+
+    /// Whether there are several instances to compare.
+    fn several(&self) -> bool {
+        self.instances.len() > 1
+    }
+
+    /// Every instance's base URL, comma-separated, for `--url`.
+    fn urls(&self) -> String {
+        self.instances.iter().map(|i| i.base.as_str()).collect::<Vec<_>>().join(",")
+    }
+
+    /// The instances' numbers added up (several instances are one service:
+    /// CPU time, memory and consensus sent of all of them together); `None`
+    /// if any one cannot be read, since a partial sum would mislead.
+    async fn sample(&self) -> Option<Sample> {
+        let mut total = Sample {
+            process: ProcessSample { cpu_seconds: 0.0, rss_bytes: 0.0 },
+            consensus_sent: Some(0.0),
+            partials: Some(Partials::default()),
+        };
+        // All at once, so every instance's window is the same.
+        let samples = futures_util::future::join_all(self.instances.iter().map(Instance::sample));
+        for one in samples.await {
+            let one = one?;
+            total.process.cpu_seconds += one.process.cpu_seconds;
+            total.process.rss_bytes += one.process.rss_bytes;
+            total.consensus_sent = total.consensus_sent.zip(one.consensus_sent).map(|(a, b)| a + b);
+            total.partials = total.partials.zip(one.partials).map(|(a, b)| Partials {
+                published: a.published + b.published,
+                late: a.late + b.late,
+            });
+        }
+        Some(total)
+    }
+}
+
+/// One server process.
+struct Instance {
     /// Its base WebSocket URL, `ws://host:port`.
     base: String,
     /// Its address.
@@ -214,7 +300,7 @@ struct Target {
     pid: Option<u32>,
 }
 
-impl Target {
+impl Instance {
     fn from_url(url: &str, pid: Option<u32>) -> anyhow::Result<Self> {
         let base = url.trim_end_matches('/').to_owned();
         let host = base
@@ -237,7 +323,12 @@ impl Target {
             None => metrics
                 .map(|s| ProcessSample { cpu_seconds: s.cpu_seconds, rss_bytes: s.rss_bytes })?,
         };
-        Some(Sample { process, consensus_sent: metrics.map(|m| m.consensus_sent) })
+        Some(Sample {
+            process,
+            consensus_sent: metrics.map(|m| m.consensus_sent),
+            partials: metrics
+                .map(|m| Partials { published: m.partials_published, late: m.partials_late }),
+        })
     }
 }
 
@@ -247,6 +338,28 @@ struct Sample {
     process: ProcessSample,
     /// `heartsync_messages_sent_total{type="consensus"}`, if it has one.
     consensus_sent: Option<f64>,
+    /// Its cluster counters, if it has a `/metrics`.
+    partials: Option<Partials>,
+}
+
+/// An instance's `heartsync_cluster_partials_{published,late}_total`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Partials {
+    published: f64,
+    late: f64,
+}
+
+/// Redis's INFO with the moment it was read, or nothing without
+/// `--redis-info` (a failed read is said on stderr and leaves it out).
+async fn redis_sample(args: &Args) -> Option<(redis_info::RedisSample, Instant)> {
+    let url = args.redis_info.as_deref()?;
+    match redis_info::RedisSample::read(url).await {
+        Ok(sample) => Some((sample, Instant::now())),
+        Err(error) => {
+            eprintln!("note: {error:#}; Redis's figures will not be reported");
+            None
+        }
+    }
 }
 
 /// Source addresses each generator process connects from.
@@ -280,11 +393,12 @@ async fn measure(
             ramp: args.ramp,
             label: label.to_owned(),
         };
-        Generator::Local(Local::ramp(args, &target.base, target.server, share).await)
+        Generator::Local(Local::ramp(args, target, share).await)
     };
     let ramp_time = ramp_started.elapsed();
     tokio::time::sleep(args.settle).await;
 
+    let redis_before = redis_sample(args).await;
     let before = target.sample().await;
     generator.start_measuring().await?;
     let window = Instant::now();
@@ -292,10 +406,17 @@ async fn measure(
     generator.stop_measuring().await?;
     let window = window.elapsed();
     let after = target.sample().await;
+    let redis_after = redis_sample(args).await;
     let (stats, connected) = generator.finish().await?;
 
     let samples = Samples { baseline, before, after };
-    Ok(Report::new(label, args, &stats, connected, window, ramp_time, samples))
+    let mut report = Report::new(label, args, &stats, connected, window, ramp_time, samples);
+    report.instances = target.instances.len();
+    report.agreement = target.several().then(|| stats.agreement.summary());
+    report.redis = redis_before.zip(redis_after).map(|((before, t0), (after, t1))| {
+        before.rates(&after, t1.duration_since(t0).as_secs_f64())
+    });
+    Ok(report)
 }
 
 /// One generator process's part of the load.
@@ -327,9 +448,9 @@ struct Local {
 }
 
 impl Local {
-    /// Opens the share's clients at its rate and waits (up to 30 s) for the
-    /// last to connect or fail.
-    async fn ramp(args: &Args, base: &str, server: SocketAddr, share: Share) -> Self {
+    /// Opens the share's clients at its rate, round robin over the target's
+    /// instances, and waits (up to 30 s) for the last to connect or fail.
+    async fn ramp(args: &Args, target: &Target, share: Share) -> Self {
         let stats = Arc::new(Stats::default());
         let measuring = Arc::new(AtomicBool::new(false));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -348,13 +469,18 @@ impl Local {
             let i = share.offset + j;
             let room = format!("{}-{}", args.room_prefix, i % args.rooms.max(1));
             let source = share.source_base.saturating_add((j % usize::from(share.sources)) as u8);
+            // By the global index, so the split over processes changes
+            // nothing the instances see.
+            let instance = i % target.instances.len();
+            let Instance { base, server, .. } = &target.instances[instance];
             let plan = client::Plan {
                 url: format!("{base}/ws/{room}?client_id=bench-{i:08}"),
-                server,
+                server: *server,
                 source: IpAddr::V4(Ipv4Addr::new(127, 0, 0, source)),
                 report: !args.idle,
                 start_phase: (i as f64 * 0.618_033_988_7).fract(),
                 taps_per_s: args.taps_per_s,
+                instance: target.several().then_some(instance),
             };
             clients.spawn(client::run(plan, stats.clone(), measuring.clone(), stop_rx.clone()));
         }
@@ -497,7 +623,7 @@ impl Children {
             let mut command = tokio::process::Command::new(&exe);
             command
                 .arg("--child")
-                .args(["--url", &target.base])
+                .args(["--url", &target.urls()])
                 .args(["--clients", &count.to_string()])
                 .args(["--client-offset", &offset.to_string()])
                 .args(["--rooms", &args.rooms.to_string()])
@@ -567,7 +693,7 @@ impl ChildProcess {
 
 /// `--child`: one generator process's share, steered over stdin/stdout.
 async fn child(args: Args) -> anyhow::Result<()> {
-    let target = Target::from_url(&args.url, None)?;
+    let target = Target::from_urls(&args.url, &[])?;
     let share = Share {
         offset: args.client_offset,
         count: args.clients,
@@ -576,7 +702,7 @@ async fn child(args: Args) -> anyhow::Result<()> {
         ramp: args.ramp,
         label: format!("gen@{}", args.client_offset),
     };
-    let mut local = Local::ramp(&args, &target.base, target.server, share).await;
+    let mut local = Local::ramp(&args, &target, share).await;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "ready")?;
     stdout.flush()?;
@@ -629,7 +755,7 @@ impl FloorProcess {
             .context("the floor did not start in 10 s")??
             .context("the floor ended at once")?;
         let url = line.strip_prefix("floor listening on ").context("unexpected floor output")?;
-        let target = Target::from_url(url, child.id())?;
+        let target = Target { instances: vec![Instance::from_url(url, child.id())?] };
         Ok(Self { child, target, _stdout: stdout })
     }
 }
@@ -667,6 +793,19 @@ struct Report {
     /// Consensus frames the server says it sent in the window (a check on
     /// the clients' count: the difference is what was still in flight).
     server_consensus_sent: Option<f64>,
+    /// How many instances the clients were spread over (the server figures
+    /// are their sums).
+    instances: usize,
+    /// With several instances: whether they broadcast the same consensus
+    /// for each seq.
+    agreement: Option<stats::AgreementSummary>,
+    /// Partials the instances published to Redis a second, all together
+    /// (one per instance and room with members per tick; 0 without Redis).
+    partials_published_per_s: Option<f64>,
+    /// Partials that had not arrived by their tick, a second, all together.
+    partials_late_per_s: Option<f64>,
+    /// With `--redis-info`: what Redis did in the window.
+    redis: Option<redis_info::RedisRates>,
 }
 
 impl Report {
@@ -688,6 +827,10 @@ impl Report {
                 (Some(b), Some(a)) => Some(a - b),
                 _ => None,
             };
+        let partials = before.and_then(|b| b.partials).zip(after.and_then(|a| a.partials));
+        let per_s =
+            |f: fn(&Partials) -> f64| partials.map(|(b, a)| (f(&a) - f(&b)) / window.as_secs_f64());
+        let (published, late) = (per_s(|p| p.published), per_s(|p| p.late));
         let [baseline, before, after] = [baseline, before, after].map(|s| s.map(|s| s.process));
         let (deliveries, cpu_share) = match (&before, &after) {
             (Some(b), Some(a)) if a.cpu_seconds > b.cpu_seconds => (
@@ -732,6 +875,11 @@ impl Report {
             server_rss_bytes: rss,
             server_rss_growth_per_client_bytes: growth,
             server_consensus_sent: sent,
+            instances: 1,
+            agreement: None,
+            partials_published_per_s: published,
+            partials_late_per_s: late,
+            redis: None,
         }
     }
 
@@ -747,6 +895,12 @@ impl Report {
             self.refused,
             self.processes
         );
+        if self.instances > 1 {
+            println!(
+                "instances          {} (clients round robin; server figures are their sums)",
+                self.instances
+            );
+        }
         println!("ramp               {:.1} s", self.ramp_s);
         println!(
             "connect            p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms",
@@ -778,6 +932,36 @@ impl Report {
             opt(self.server_rss_bytes.map(|b| b / 1024.0 / 1024.0), " MiB"),
             opt(self.server_rss_growth_per_client_bytes, " B")
         );
+        if let Some(a) = &self.agreement {
+            println!(
+                "agreement          {} seqs seen on several instances, {} differed: max |dpsi| {} beat, |dR| {}, |dbpm| {}, hearts {}, voters {} (love {}; within one instance {})",
+                a.seqs_compared,
+                a.seqs_differing,
+                a.max_dphase,
+                a.max_dcoherence,
+                a.max_dbpm,
+                a.max_dhearts,
+                a.max_dvoters,
+                a.max_dlove,
+                a.within_instance
+            );
+        }
+        if let Some(published) = self.partials_published_per_s.filter(|p| *p > 0.0) {
+            println!(
+                "cluster            {published:.2} partials published a second (all instances), {:.2} late",
+                self.partials_late_per_s.unwrap_or(0.0)
+            );
+        }
+        if let Some(redis) = &self.redis {
+            let calls: Vec<String> =
+                redis.calls_per_s.iter().map(|(name, n)| format!("{name} {n:.2}")).collect();
+            println!(
+                "redis              {:.2} commands a second ({}), {:.2}% of a core",
+                redis.commands_per_s,
+                calls.join(", "),
+                redis.cpu_share * 100.0
+            );
+        }
     }
 
     fn json(&self) -> serde_json::Value {
@@ -809,6 +993,11 @@ impl Report {
             "server_rss_bytes": self.server_rss_bytes,
             "server_rss_growth_per_client_bytes": self.server_rss_growth_per_client_bytes,
             "server_consensus_sent": self.server_consensus_sent,
+            "instances": self.instances,
+            "agreement": self.agreement,
+            "partials_published_per_s": self.partials_published_per_s,
+            "partials_late_per_s": self.partials_late_per_s,
+            "redis": self.redis,
         })
     }
 
@@ -941,7 +1130,7 @@ mod tests {
             .build()
             .expect("runtime");
         let report = runtime.block_on(async {
-            let target = Target { base: args.url.clone(), server: addr, pid: None };
+            let target = Target::from_urls(&args.url, &[]).expect("target");
             measure(&args, &target, 1, "floor").await.expect("a run")
         });
         assert_eq!(report.clients_connected, 24);
@@ -956,14 +1145,97 @@ mod tests {
             report.msgs_received_per_s
         );
         assert!(report.tick_delay_ms[1] > 0.0);
+        assert_eq!((report.instances, report.agreement), (1, None));
+    }
+
+    /// A short run over `urls`, as several instances.
+    fn run_over(urls: &[String]) -> Report {
+        let url = urls.join(",");
+        let argv = [
+            "heartsync-bench",
+            "--url",
+            &url,
+            "--report-every",
+            "10s",
+            "--clients",
+            "12",
+            "--duration",
+            "1500ms",
+            "--settle",
+            "300ms",
+        ];
+        let args = Cli::try_parse_from(argv).expect("valid arguments").load;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let target = Target::from_urls(&args.url, &[]).expect("target");
+            measure(&args, &target, 1, "heartsync").await.expect("a run")
+        })
+    }
+
+    #[test]
+    fn clients_on_one_broadcast_agree_exactly() {
+        // The same floor given twice: two "instances" whose clients receive
+        // the very same frames, so every seq agrees.
+        let (addr, _stop) = start_floor(Duration::from_millis(50));
+        let url = format!("ws://{addr}");
+        let report = run_over(&[url.clone(), url]);
+        assert_eq!((report.clients_connected, report.errors), (12, 0));
+        assert_eq!(report.instances, 2);
+        let agreement = report.agreement.expect("several instances are compared");
+        assert!(agreement.seqs_compared >= 20, "{agreement:?}");
+        assert_eq!(agreement.seqs_differing, 0, "{agreement:?}");
+        assert_eq!((agreement.max_dphase, agreement.max_dhearts), (0.0, 0));
+        assert_eq!(agreement.within_instance, 0);
+    }
+
+    #[test]
+    fn clients_on_two_servers_with_other_ticks_disagree() {
+        // Two floors ticking at different rates: seq k is at another time
+        // on each, so its phase differs, and 6 clients each (round robin)
+        // make the same hearts.
+        let (a, _stop_a) = start_floor(Duration::from_millis(50));
+        let (b, _stop_b) = start_floor(Duration::from_millis(70));
+        let report = run_over(&[format!("ws://{a}"), format!("ws://{b}")]);
+        assert_eq!((report.clients_connected, report.errors), (12, 0));
+        let agreement = report.agreement.expect("several instances are compared");
+        assert!(agreement.seqs_compared > 0, "{agreement:?}");
+        assert!(agreement.seqs_differing > 0 && agreement.max_dphase > 0.0, "{agreement:?}");
+        assert_eq!(agreement.max_dhearts, 0, "clients go round robin: 6 on each");
+    }
+
+    #[test]
+    fn several_urls_take_one_pid_each() {
+        let urls = ["ws://127.0.0.1:1".to_owned(), "ws://127.0.0.1:2".to_owned()];
+        let target = Target::from_urls(&urls, &[11, 12]).expect("target");
+        assert_eq!(target.urls(), "ws://127.0.0.1:1,ws://127.0.0.1:2");
+        assert_eq!(
+            target.instances.iter().map(|i| i.pid).collect::<Vec<_>>(),
+            [Some(11), Some(12)]
+        );
+        let error = Target::from_urls(&urls, &[11]).err().expect("one pid for two urls");
+        assert!(error.to_string().contains("one per URL"), "{error}");
+        let args = Cli::try_parse_from([
+            "heartsync-bench",
+            "--url",
+            "ws://a:1,ws://b:2",
+            "--url",
+            "ws://c:3",
+        ])
+        .expect("valid arguments")
+        .load;
+        assert_eq!(args.url, ["ws://a:1", "ws://b:2", "ws://c:3"]);
     }
 
     #[test]
     fn a_floor_target_is_measured_from_proc() {
         let (addr, _stop) = start_floor(Duration::from_millis(250));
-        let target = Target::from_url(&format!("ws://{addr}"), None).expect("target");
+        let target = Target::from_urls(&[format!("ws://{addr}")], &[]).expect("target");
         // The floor runs inside this test process here.
-        assert_eq!(target.pid, Some(std::process::id()));
+        assert_eq!(target.instances[0].pid, Some(std::process::id()));
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let sample = runtime.block_on(target.sample()).expect("a sample");

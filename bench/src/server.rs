@@ -22,6 +22,12 @@ pub struct Sample {
     pub rss_bytes: f64,
     /// `heartsync_messages_sent_total{type="consensus"}`.
     pub consensus_sent: f64,
+    /// `heartsync_cluster_partials_published_total`: one per tick per room
+    /// with members, with `--redis-url` (else 0).
+    pub partials_published: f64,
+    /// `heartsync_cluster_partials_late_total`: other instances' partials
+    /// that were not there by their tick.
+    pub partials_late: f64,
 }
 
 /// Scrapes `/metrics` from `server`.
@@ -66,6 +72,8 @@ fn parse(text: &str) -> anyhow::Result<Sample> {
         // Exported only once the first consensus has gone out.
         consensus_sent: value("heartsync_messages_sent_total", &[("type", "consensus")])
             .unwrap_or(0.0),
+        partials_published: value("heartsync_cluster_partials_published_total", &[]).unwrap_or(0.0),
+        partials_late: value("heartsync_cluster_partials_late_total", &[]).unwrap_or(0.0),
     })
 }
 
@@ -74,22 +82,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_three_numbers_from_prometheus_text() {
+    fn reads_the_numbers_from_prometheus_text() {
         let text = "# TYPE process_cpu_seconds_total counter\n\
                     process_cpu_seconds_total 1.5\n\
                     # TYPE process_resident_memory_bytes gauge\n\
                     process_resident_memory_bytes 2e7\n\
                     # TYPE heartsync_messages_sent_total counter\n\
                     heartsync_messages_sent_total{type=\"welcome\"} 3\n\
-                    heartsync_messages_sent_total{type=\"consensus\"} 42\n";
+                    heartsync_messages_sent_total{type=\"consensus\"} 42\n\
+                    heartsync_cluster_partials_published_total 40\n\
+                    heartsync_cluster_partials_late_total 2\n";
         let sample = parse(text).expect("parses");
-        assert_eq!(sample, Sample { cpu_seconds: 1.5, rss_bytes: 2e7, consensus_sent: 42.0 });
+        let expected = Sample {
+            cpu_seconds: 1.5,
+            rss_bytes: 2e7,
+            consensus_sent: 42.0,
+            partials_published: 40.0,
+            partials_late: 2.0,
+        };
+        assert_eq!(sample, expected);
     }
 
     #[test]
     fn consensus_is_zero_before_the_first_and_process_metrics_are_required() {
         let text = "process_cpu_seconds_total 1\nprocess_resident_memory_bytes 2\n";
-        assert_eq!(parse(text).expect("parses").consensus_sent, 0.0);
+        let sample = parse(text).expect("parses");
+        assert_eq!((sample.consensus_sent, sample.partials_published), (0.0, 0.0));
         let error = parse("process_cpu_seconds_total 1\n").expect_err("no rss");
         assert!(format!("{error:#}").contains("process_resident_memory_bytes"), "{error:#}");
     }

@@ -1,8 +1,10 @@
 //! Shared measurements: a histogram every client task records into
 //! concurrently, and counters; their snapshots, which generator processes
 //! hand to the bench that spawned them and which merge bucket by bucket
-//! (never by averaging percentiles); and a server process's CPU time and
-//! memory, read from `/proc` the same way for heartsync and for the floor.
+//! (never by averaging percentiles); with several instances, what the
+//! clients of each received per seq, for the cross-instance [`Agreement`];
+//! and a server process's CPU time and memory, read from `/proc` the same
+//! way for heartsync and for the floor.
 //!
 //! Written here rather than taken from `hdrhistogram`: thousands of tasks
 //! record at once, and hdrhistogram needs one histogram per recorder
@@ -11,7 +13,9 @@
 //! exact enough for millisecond percentiles.
 
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bucket width, in milliseconds.
@@ -138,6 +142,9 @@ pub struct Stats {
     /// Connections the server closed, by close code (index: code − 1000,
     /// clamped to the array).
     pub closes: [AtomicU64; 16],
+    /// With several `--url`s: what each instance's clients received per
+    /// seq during the measured window.
+    pub agreement: Agreement,
 }
 
 impl Stats {
@@ -175,6 +182,7 @@ impl Stats {
             ticks_missed: load(&self.ticks_missed),
             errors: load(&self.errors),
             closes: self.closes.iter().map(load).collect(),
+            agreement: self.agreement.snapshot(),
         }
     }
 
@@ -201,6 +209,7 @@ impl Stats {
         for (mine, theirs) in self.closes.iter().zip(&other.closes) {
             add(mine, *theirs);
         }
+        self.agreement.add(&other.agreement);
     }
 }
 
@@ -220,6 +229,152 @@ pub struct StatsSnapshot {
     ticks_missed: u64,
     errors: u64,
     closes: Vec<u64>,
+    /// Absent from a generator that compares nothing.
+    #[serde(default)]
+    agreement: AgreementSnapshot,
+}
+
+/// One consensus exactly as a client received it: the floats as their bits,
+/// so two instances agree only if they broadcast the very same numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    phase: u64,
+    coherence: u64,
+    bpm: u64,
+    hearts: u32,
+    voters: u32,
+    love: u64,
+}
+
+impl Seen {
+    /// The consensus fields compared between instances.
+    pub fn new(phase: f64, coherence: f64, bpm: f64, hearts: u32, voters: u32, love: u64) -> Self {
+        Self {
+            phase: phase.to_bits(),
+            coherence: coherence.to_bits(),
+            bpm: bpm.to_bits(),
+            hearts,
+            voters,
+            love,
+        }
+    }
+}
+
+/// Whether clients on different instances got the same consensus for the
+/// same `seq`. Every client records what it received; the first record of
+/// each (seq, instance) is kept and every later one of the same instance is
+/// checked against it (one instance frames each tick once, so they never
+/// differ). The instances are compared at the end, seq by seq
+/// ([`Agreement::summary`]), so records from several generator processes
+/// merge before anything is compared.
+#[derive(Default)]
+pub struct Agreement {
+    /// (seq, instance index in `--url`) → what its first client received.
+    /// A lock, not atomics: a few hundred entries, taken once per received
+    /// consensus and only while measuring several instances.
+    seen: Mutex<HashMap<(u64, usize), Seen>>,
+    /// Records that differed from the first of the same seq and instance.
+    within_instance: AtomicU64,
+}
+
+/// [`Agreement`]'s records, to send to another process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgreementSnapshot {
+    seen: Vec<(u64, usize, Seen)>,
+    within_instance: u64,
+}
+
+/// The cross-instance agreement of a run: 0 differing is the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct AgreementSummary {
+    /// Seqs that clients on at least two instances received.
+    pub seqs_compared: u64,
+    /// Of those, seqs where two instances differed in ψ, R, bpm, hearts or
+    /// voters.
+    pub seqs_differing: u64,
+    /// The largest |Δψ| between two instances' consensus of one seq, in
+    /// beats (shortest way round the circle).
+    pub max_dphase: f64,
+    /// The largest |ΔR|.
+    pub max_dcoherence: f64,
+    /// The largest |Δbpm|.
+    pub max_dbpm: f64,
+    /// The largest difference in hearts.
+    pub max_dhearts: u32,
+    /// The largest difference in voters.
+    pub max_dvoters: u32,
+    /// The largest difference in the love total (reported apart: an
+    /// instance raises its own total when it acknowledges taps).
+    pub max_dlove: u64,
+    /// Clients of one instance that received another consensus for a seq
+    /// than that instance's first client did (never expected).
+    pub within_instance: u64,
+}
+
+impl Agreement {
+    /// Records that a client of instance `instance` received `seen` for `seq`.
+    pub fn record(&self, instance: usize, seq: u64, seen: Seen) {
+        let mut records = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let first = *records.entry((seq, instance)).or_insert(seen);
+        drop(records);
+        if first != seen {
+            self.within_instance.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every record, to send to another process.
+    pub fn snapshot(&self) -> AgreementSnapshot {
+        let records = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        AgreementSnapshot {
+            seen: records.iter().map(|(&(seq, instance), &seen)| (seq, instance, seen)).collect(),
+            within_instance: self.within_instance.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Adds another process's records to these.
+    pub fn add(&self, other: &AgreementSnapshot) {
+        self.within_instance.fetch_add(other.within_instance, Ordering::Relaxed);
+        for &(seq, instance, seen) in &other.seen {
+            self.record(instance, seq, seen);
+        }
+    }
+
+    /// Compares the instances seq by seq: every pair of instances that
+    /// received the same seq.
+    pub fn summary(&self) -> AgreementSummary {
+        let records = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut by_seq: BTreeMap<u64, Vec<Seen>> = BTreeMap::new();
+        for (&(seq, _), &seen) in records.iter() {
+            by_seq.entry(seq).or_default().push(seen);
+        }
+        drop(records);
+        let mut summary = AgreementSummary {
+            within_instance: self.within_instance.load(Ordering::Relaxed),
+            ..AgreementSummary::default()
+        };
+        for seens in by_seq.values().filter(|s| s.len() > 1) {
+            summary.seqs_compared += 1;
+            let mut differs = false;
+            for (i, a) in seens.iter().enumerate() {
+                for b in &seens[i + 1..] {
+                    let float = |bits: u64| f64::from_bits(bits);
+                    let dphase = shared::phase::difference(float(a.phase), float(b.phase)).abs();
+                    let dcoherence = (float(a.coherence) - float(b.coherence)).abs();
+                    let dbpm = (float(a.bpm) - float(b.bpm)).abs();
+                    summary.max_dphase = summary.max_dphase.max(dphase);
+                    summary.max_dcoherence = summary.max_dcoherence.max(dcoherence);
+                    summary.max_dbpm = summary.max_dbpm.max(dbpm);
+                    summary.max_dhearts = summary.max_dhearts.max(a.hearts.abs_diff(b.hearts));
+                    summary.max_dvoters = summary.max_dvoters.max(a.voters.abs_diff(b.voters));
+                    summary.max_dlove = summary.max_dlove.max(a.love.abs_diff(b.love));
+                    let (a_core, b_core) = (Seen { love: 0, ..*a }, Seen { love: 0, ..*b });
+                    differs |= a_core != b_core;
+                }
+            }
+            summary.seqs_differing += u64::from(differs);
+        }
+        summary
+    }
 }
 
 /// A process's CPU time and memory at one moment.
@@ -365,6 +520,75 @@ mod tests {
         assert_eq!(total.ticks_missed.load(Ordering::Relaxed), 3);
         assert_eq!(total.closes(), vec![(1001, 1)]);
         assert_eq!(total.errors.load(Ordering::Relaxed), 1);
+    }
+
+    fn seen(phase: f64, hearts: u32) -> Seen {
+        Seen::new(phase, 0.9, 60.0, hearts, hearts, 7)
+    }
+
+    #[test]
+    fn agreement_compares_instances_seq_by_seq() {
+        let a = Agreement::default();
+        // Seq 1: three instances, the same numbers.
+        for instance in 0..3 {
+            a.record(instance, 1, seen(0.25, 30));
+        }
+        // Seq 2: instance 2 is off by 0.0001 beat and one heart.
+        a.record(0, 2, seen(0.25, 30));
+        a.record(1, 2, seen(0.25, 30));
+        a.record(2, 2, seen(0.2501, 31));
+        // Seq 3: seen by one instance only, so not compared.
+        a.record(0, 3, seen(0.9, 30));
+        // Seq 4: across the wrap at 0, the short way round.
+        a.record(0, 4, seen(0.9999, 30));
+        a.record(1, 4, seen(0.0001, 30));
+        let summary = a.summary();
+        assert_eq!((summary.seqs_compared, summary.seqs_differing), (3, 2));
+        assert!((summary.max_dphase - 0.0002).abs() < 1e-9, "{}", summary.max_dphase);
+        assert_eq!((summary.max_dhearts, summary.max_dvoters), (1, 1));
+        assert_eq!((summary.max_dcoherence, summary.max_dbpm, summary.max_dlove), (0.0, 0.0, 0));
+        assert_eq!(summary.within_instance, 0);
+    }
+
+    #[test]
+    fn identical_broadcasts_agree_exactly_and_love_is_apart() {
+        let a = Agreement::default();
+        for seq in 10..20 {
+            for instance in 0..3 {
+                // Several clients per instance.
+                a.record(instance, seq, seen(0.1 * seq as f64, 100));
+                a.record(instance, seq, seen(0.1 * seq as f64, 100));
+            }
+        }
+        a.record(1, 20, Seen::new(0.5, 0.9, 60.0, 3, 3, 7));
+        a.record(2, 20, Seen::new(0.5, 0.9, 60.0, 3, 3, 9));
+        let summary = a.summary();
+        assert_eq!((summary.seqs_compared, summary.seqs_differing), (11, 0));
+        assert_eq!(summary.max_dphase, 0.0);
+        assert_eq!(summary.max_dlove, 2, "love differs, and is reported on its own");
+    }
+
+    #[test]
+    fn agreement_merges_across_generator_processes() {
+        // Instance 0's clients in one process, instance 1's in another: the
+        // comparison happens only once both are merged.
+        let (one, two) = (Stats::default(), Stats::default());
+        one.agreement.record(0, 5, seen(0.5, 4));
+        two.agreement.record(1, 5, seen(0.5, 4));
+        two.agreement.record(1, 6, seen(0.6, 4));
+        one.agreement.record(0, 6, seen(0.7, 4));
+        // A client of instance 0 in the second process saw something else.
+        two.agreement.record(0, 6, seen(0.6, 4));
+        assert_eq!(one.agreement.summary().seqs_compared, 0);
+        let total = Stats::default();
+        for stats in [&one, &two] {
+            let json = serde_json::to_string(&stats.snapshot()).expect("serializes");
+            total.add(&serde_json::from_str(&json).expect("parses"));
+        }
+        let summary = total.agreement.summary();
+        assert_eq!((summary.seqs_compared, summary.seqs_differing), (2, 1));
+        assert!((summary.max_dphase - 0.1).abs() < 1e-9, "{}", summary.max_dphase);
+        assert_eq!(summary.within_instance, 1);
     }
 
     #[test]
