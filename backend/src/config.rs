@@ -272,6 +272,16 @@ mod tests {
     }
 
     #[test]
+    fn the_idle_timeout_defaults_to_five_minutes_and_zero_turns_it_off() {
+        assert_eq!(Config::default().idle_timeout, Duration::from_secs(300));
+        let off = Config::try_parse_from(["heartsync", "--idle-timeout", "0s"]).expect("valid");
+        assert_eq!(crate::socket::KeepaliveSettings::of(&off).idle_timeout, None);
+        let short = Config::try_parse_from(["heartsync", "--idle-timeout", "90s"]).expect("valid");
+        let settings = crate::socket::KeepaliveSettings::of(&short);
+        assert_eq!(settings.idle_timeout, Some(Duration::from_secs(90)));
+    }
+
+    #[test]
     fn trusted_proxies_are_addresses_or_networks() {
         assert_eq!(parse_network("127.0.0.1"), Ok("127.0.0.1/32".parse().expect("a network")));
         assert_eq!(parse_network(" 10.0.0.0/8"), Ok("10.0.0.0/8".parse().expect("a network")));

@@ -134,7 +134,20 @@ impl<S: Socket> Handler<S> {
             tick_ms: duration_ms(config.tick),
             report_ms: duration_ms(config.report_interval),
         });
-        wire.send_json(&welcome).await?;
+        match &outbox {
+            // Framed here and written through the outbox, as the consensus
+            // is: the welcome is the largest frame a connection is sent,
+            // and written by tungstenite it would leave tungstenite's write
+            // buffer that large for the connection's whole life.
+            Some(outbox) => {
+                metrics().sent_welcome.increment(1);
+                let frame = crate::fanout::frame_text(&welcome.to_json());
+                std::future::poll_fn(|cx| outbox.poll_write(cx, &frame))
+                    .await
+                    .map_err(|_| CloseReason::ClientGone)?;
+            }
+            None => wire.send_json(&welcome).await?,
+        }
         metrics().sent_consensus.increment(1);
         let (registration, consensus) = match &outbox {
             None => {

@@ -39,10 +39,11 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use tungstenite::protocol::{Role, WebSocketConfig};
 
 /// The bytes tungstenite reads at a time, and the buffer every connection
-/// holds for them. A protocol message is about 80 bytes, so one read takes
-/// it; a larger one (up to `--max-message-bytes`) takes several reads into
-/// a buffer that grows for it.
-const READ_BUFFER: usize = 512;
+/// holds for them. A protocol message is about 80 bytes (a phase report
+/// with its frame header), so one read takes it, or a few arriving
+/// together; a larger one (up to `--max-message-bytes`) takes several reads
+/// into a buffer that grows for it.
+const READ_BUFFER: usize = 256;
 
 /// What the upgrade needs from the request, taken before axum's
 /// `WebSocketUpgrade` (which keeps its own copy private): hyper's pending
