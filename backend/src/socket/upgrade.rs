@@ -567,9 +567,11 @@ mod rfc_tests {
             ..crate::Config::default()
         })
         .await;
+        // Taken before the silent socket connects, so before the server
+        // starts its idle clock.
+        let joined = std::time::Instant::now();
         let mut silent = join(&server).await;
         let mut talker = join(&server).await;
-        let joined = std::time::Instant::now();
         let (mut pings, mut silent_close) = (0, None);
         let deadline = joined + Duration::from_secs(4);
         let time = Message::text(shared::ClientMessage::Time { t0: 1.0 }.to_json());
