@@ -50,6 +50,14 @@ pub struct Config {
     #[arg(long, env = "HEARTSYNC_PONG_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub pong_timeout: Duration,
 
+    /// A WebSocket that sends no data message (no report, no love, no
+    /// clock sample) for this long is closed with 1000 "idle timeout",
+    /// even if it answers pings: a client that only holds a slot is let go.
+    /// The page and `heartsync-term` report every second, and a hidden tab's
+    /// throttled timers still once a minute. `0s` turns it off.
+    #[arg(long, env = "HEARTSYNC_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
     /// A connection (WebSocket or HTTP) whose socket stays unwritable this
     /// long is closed: a client that stops reading cannot hold a descriptor
     /// and kernel buffers for ever.
@@ -261,6 +269,16 @@ mod tests {
         assert_eq!(config.public_origins, ["https://heartsync.example", "http://localhost:8080"]);
         let bad = Config::try_parse_from(["heartsync", "--trusted-proxy", "nginx"]);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn the_idle_timeout_defaults_to_five_minutes_and_zero_turns_it_off() {
+        assert_eq!(Config::default().idle_timeout, Duration::from_secs(300));
+        let off = Config::try_parse_from(["heartsync", "--idle-timeout", "0s"]).expect("valid");
+        assert_eq!(crate::socket::KeepaliveSettings::of(&off).idle_timeout, None);
+        let short = Config::try_parse_from(["heartsync", "--idle-timeout", "90s"]).expect("valid");
+        let settings = crate::socket::KeepaliveSettings::of(&short);
+        assert_eq!(settings.idle_timeout, Some(Duration::from_secs(90)));
     }
 
     #[test]

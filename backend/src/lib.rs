@@ -77,6 +77,9 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Every connection and room task, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Every WebSocket's pings and deadlines, swept per shard rather than
+    /// timed per connection.
+    pub keepalive: socket::Keepalive,
     /// The id of the next connection.
     pub next_conn: AtomicU64,
     /// The link to the other instances, with `--redis-url`.
@@ -118,7 +121,12 @@ impl AppState {
         let tracker = TaskTracker::new();
         let timing = RoomTiming { tick: config.tick, vote_ttl: config.vote_ttl };
         let history = api::history::store(&config, cluster.as_ref());
+        let shutdown = CancellationToken::new();
         AppState(Arc::new(Shared {
+            keepalive: socket::Keepalive::new(
+                socket::KeepaliveSettings::of(&config),
+                shutdown.clone(),
+            ),
             rooms: Rooms::new(timing, tracker.clone(), love.clone(), clock, cluster.clone()),
             cluster,
             love,
@@ -127,7 +135,7 @@ impl AppState {
                 config.max_accept_rate,
                 config.max_connections_per_ip,
             ),
-            shutdown: CancellationToken::new(),
+            shutdown,
             draining: AtomicBool::new(false),
             tracker,
             next_conn: AtomicU64::new(1),

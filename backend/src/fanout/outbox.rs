@@ -15,10 +15,11 @@
 //!
 //! Only the connection's task registers for writability (tokio keeps one
 //! waker per direction), so the shard writer only ever calls `try_write`
-//! and, when it had to leave something behind, wakes that task through
-//! [`Outbox::stalled`].
+//! and, when it had to leave something behind, wakes that task (see
+//! [`Outbox::poll_stalled`]).
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::pin::Pin;
@@ -27,7 +28,6 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::Notify;
 
 /// The most bytes of replies and control frames kept for a socket that does
 /// not take them (consensus frames are not counted: only one is kept). Past
@@ -40,8 +40,10 @@ pub const MAX_QUEUED: usize = 64 * 1024;
 pub struct Outbox {
     /// The socket's write half, and what could not be written yet.
     pending: Mutex<Pending>,
-    /// Wakes the connection's task when a shard writer left bytes behind.
-    stalled: Notify,
+    /// Wakes the connection's task when a shard writer left bytes behind
+    /// (an `AtomicWaker` rather than a `Notify`: the task polls it in
+    /// place, with no future kept between polls).
+    stalled: AtomicWaker,
 }
 
 /// The write half and what it did not take at once.
@@ -103,7 +105,7 @@ impl Outbox {
     /// the outbox every write goes through.
     pub fn split(stream: TcpStream) -> (OwnedReadHalf, Self) {
         let (read, write) = stream.into_split();
-        let outbox = Self { pending: Mutex::new(Pending::new(write)), stalled: Notify::new() };
+        let outbox = Self { pending: Mutex::new(Pending::new(write)), stalled: AtomicWaker::new() };
         (read, outbox)
     }
 
@@ -131,7 +133,7 @@ impl Outbox {
         if !pending.is_empty() {
             let replaced = pending.consensus.replace(frame.clone()).is_some();
             drop(pending);
-            self.stalled.notify_one();
+            self.stalled.wake();
             return if replaced { Offer::Replaced } else { Offer::Kept };
         }
         match pending.half.try_write(frame) {
@@ -143,7 +145,7 @@ impl Outbox {
             }
         }
         drop(pending);
-        self.stalled.notify_one();
+        self.stalled.wake();
         Offer::Kept
     }
 
@@ -152,19 +154,17 @@ impl Outbox {
         self.lock().sealed = true;
     }
 
-    /// Completes when a writer has left something for the connection's
-    /// task to drain (or the socket broke).
+    /// Ready when a writer has left something for the connection's task to
+    /// drain (or the socket broke); the task is woken when that happens.
+    pub fn poll_stalled(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.stalled.register(cx.waker());
+        let pending = self.lock();
+        if !pending.is_empty() || pending.broken { Poll::Ready(()) } else { Poll::Pending }
+    }
+
+    /// [`Outbox::poll_stalled`] as a future.
     pub async fn stalled(&self) {
-        loop {
-            let notified = self.stalled.notified();
-            {
-                let pending = self.lock();
-                if !pending.is_empty() || pending.broken {
-                    return;
-                }
-            }
-            notified.await;
-        }
+        std::future::poll_fn(|cx| self.poll_stalled(cx)).await
     }
 
     /// Takes `buf` (one or more whole frames) for writing, from the

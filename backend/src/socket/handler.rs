@@ -1,26 +1,36 @@
-//! One connection's state and its short `select!`, in the shape of
-//! mini-redis's `Handler`: the struct holds what outlives one message, and
-//! each arm of the loop is one call.
+//! One connection's state and its loop, in the shape of mini-redis's
+//! `Handler`: the struct holds what outlives one message, and each event of
+//! the loop is one call.
+//!
+//! The loop waits on everything at once with one hand-written poll
+//! ([`Handler::poll_event`]) rather than a `select!`: a `select!` keeps a
+//! future for each of its branches inside the connection's future for the
+//! connection's whole life, and every byte of that is paid once per
+//! connection. Here the sources are polled in place (the socket, the love
+//! store's answer, the outbox, the keepalive's flags), so a connection at
+//! rest holds only the handler itself.
 
+use super::keepalive::{Due, Keepalive, Registration as KeepaliveEntry};
 use super::wire::{Incoming, Wire};
-use super::{CloseReason, Reply, Socket};
+use super::{CloseReason, Connection, Reply, Socket};
 use crate::AppState;
 use crate::fanout::{Outbox, Registration};
-use crate::limits::{MessageLimiter, Verdict, ViolationCounter};
+use crate::limits::{ConnectionSlot, MessageLimiter, Verdict, ViolationCounter};
 use crate::love::TapResult;
 use crate::metrics::metrics;
-use crate::room::ConnId;
+use crate::room::ConsensusFrame;
 use crate::rooms::Membership;
-use axum::extract::ws::Message;
-use rand::Rng;
-use shared::{ClientId, PROTOCOL_VERSION, RoomName, ServerMessage, Welcome};
+use axum::extract::ws::{Message, Utf8Bytes};
+use shared::{ClientId, PROTOCOL_VERSION, ServerMessage, Welcome};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::ReusableBoxFuture;
 
 /// One connection, from its welcome to its close.
 pub struct Handler<S> {
@@ -37,8 +47,10 @@ pub struct Handler<S> {
     pub(super) limiter: MessageLimiter,
     /// Protocol violations in the recent window.
     pub(super) violations: ViolationCounter,
-    /// When to ping, when the pong is due, when to close for shutdown.
-    pub(super) deadlines: Deadlines,
+    /// The connection's entry in the keepalive sweep, which decides when to
+    /// ping and when to close (pong timeout, idle timeout, token expiry,
+    /// drain); dropping it takes the connection out.
+    keepalive: KeepaliveEntry,
     /// Love taps between this socket and the disk.
     pub(super) love: LoveInFlight,
     /// The socket's writes, shared with the room's shard writer, which
@@ -47,6 +59,34 @@ pub struct Handler<S> {
     /// The socket's place in its room's shard; dropping it takes the
     /// socket out (before the close frame is written).
     registration: Option<Registration>,
+    /// The wait for the room's next consensus, when the handler writes it
+    /// itself (no outbox): boxed once, and kept between polls.
+    consensus: Option<ReusableBoxFuture<'static, Changed>>,
+    /// Its place under the connection cap, held for its whole life.
+    _slot: ConnectionSlot,
+}
+
+/// A change of the room's consensus, and the receiver to wait on for the
+/// next.
+type Changed = (Result<(), watch::error::RecvError>, watch::Receiver<ConsensusFrame>);
+
+async fn next_change(mut consensus: watch::Receiver<ConsensusFrame>) -> Changed {
+    (consensus.changed().await, consensus)
+}
+
+/// What woke the loop.
+enum Event {
+    /// The keepalive sweep found a ping or a close due.
+    Due(Due),
+    /// The room published a consensus (handler-written path): its text,
+    /// and when the room ticked.
+    Consensus(Utf8Bytes, Instant),
+    /// The shard writer left something in the outbox.
+    Stalled,
+    /// The love store answered the tap at the store.
+    LoveAnswered(TapResult),
+    /// The client sent something.
+    Incoming(Incoming),
 }
 
 /// A love tap handed to the store: the future resolves when it is durable
@@ -66,95 +106,19 @@ pub(super) struct LoveInFlight {
     pub(super) waiting: Option<(u64, Instant)>,
 }
 
-impl LoveInFlight {
-    /// Waits for the store's answer to the tap at the store (forever if none).
-    async fn answer(&mut self) -> TapResult {
-        match &mut self.at_store {
-            Some((_, answer)) => answer.await,
-            None => std::future::pending().await,
-        }
-    }
-}
-
-/// The connection's deadlines. One timer serves them all: it is set for the
-/// earliest, and moved only when that changes.
-#[derive(Debug)]
-pub(super) struct Deadlines {
-    /// Time between pings (`--ping-interval`).
-    ping_interval: Duration,
-    /// How long a pong may take (`--pong-timeout`).
-    pong_timeout: Duration,
-    /// When the next ping is due.
-    next_ping: Instant,
-    /// When the pong to the last ping must have come; `None` when no ping
-    /// is unanswered.
-    pub(super) pong_due: Option<Instant>,
-    /// When a draining server closes this connection; `None` until it drains.
-    pub(super) close_at: Option<Instant>,
-    /// When the connection's join token expires (private rooms only).
-    pub(super) expires: Option<Instant>,
-}
-
-impl Deadlines {
-    fn new(now: Instant, ping_interval: Duration, pong_timeout: Duration) -> Self {
-        let next_ping = now + ping_interval;
-        Self {
-            ping_interval,
-            pong_timeout,
-            next_ping,
-            pong_due: None,
-            close_at: None,
-            expires: None,
-        }
-    }
-
-    /// The earliest deadline.
-    fn next(&self) -> Instant {
-        [self.pong_due, self.close_at, self.expires]
-            .into_iter()
-            .flatten()
-            .fold(self.next_ping, Instant::min)
-    }
-
-    /// What is due at `now`: `Ok(true)` to send a ping, or the reason to
-    /// close. A ping is not sent while the last one is unanswered.
-    fn fire(&mut self, now: Instant) -> Result<bool, CloseReason> {
-        if self.close_at.is_some_and(|at| at <= now) {
-            return Err(CloseReason::Shutdown);
-        }
-        if self.expires.is_some_and(|at| at <= now) {
-            return Err(CloseReason::TokenExpired);
-        }
-        if self.pong_due.is_some_and(|at| at <= now) {
-            metrics().pongs_missed.increment(1);
-            return Err(CloseReason::PongTimeout);
-        }
-        if self.next_ping > now {
-            return Ok(false);
-        }
-        // A late ping moves the next one on, rather than sending a burst.
-        self.next_ping = (self.next_ping + self.ping_interval).max(now + self.ping_interval);
-        if self.pong_due.is_some() {
-            return Ok(false);
-        }
-        self.pong_due = Some(now + self.pong_timeout);
-        Ok(true)
-    }
-}
-
 impl<S: Socket> Handler<S> {
     /// Joins the room and sends the welcome and the room's consensus as of
     /// now; on failure the close frame has been sent. With an `outbox`, the
     /// socket then joins its room's shard, which writes every later
-    /// consensus.
+    /// consensus. The handler is boxed: it is the bulk of what a connection
+    /// holds for its life, and a box of its own is exactly its size.
     pub async fn start(
         socket: S,
         outbox: Option<Arc<Outbox>>,
         state: AppState,
-        conn: ConnId,
-        room: RoomName,
-        client_id: ClientId,
-    ) -> Result<Self, CloseReason> {
+        connection: Connection,
+    ) -> Result<Box<Self>, CloseReason> {
+        let Connection { conn, room, client_id, slot, expires } = connection;
         let config = &state.config;
         let mut wire = Wire::new(socket, config.write_timeout);
         let Ok((membership, first)) = state.rooms.join(room.clone(), conn).await else {
@@ -170,12 +134,26 @@ impl<S: Socket> Handler<S> {
             tick_ms: duration_ms(config.tick),
             report_ms: duration_ms(config.report_interval),
         });
-        wire.send_json(&welcome).await?;
+        match &outbox {
+            // Framed here and written through the outbox, as the consensus
+            // is: the welcome is the largest frame a connection is sent,
+            // and written by tungstenite it would leave tungstenite's write
+            // buffer that large for the connection's whole life.
+            Some(outbox) => {
+                metrics().sent_welcome.increment(1);
+                let frame = crate::fanout::frame_text(&welcome.to_json());
+                std::future::poll_fn(|cx| outbox.poll_write(cx, &frame))
+                    .await
+                    .map_err(|_| CloseReason::ClientGone)?;
+            }
+            None => wire.send_json(&welcome).await?,
+        }
         metrics().sent_consensus.increment(1);
-        let registration = match &outbox {
+        let (registration, consensus) = match &outbox {
             None => {
                 wire.send(Message::Text(first.text)).await?;
-                None
+                let next = ReusableBoxFuture::new(next_change(membership.consensus.clone()));
+                (None, Some(next))
             }
             Some(outbox) => {
                 outbox.offer(first.consensus.seq, &first.wire);
@@ -185,11 +163,11 @@ impl<S: Socket> Handler<S> {
                 // the shard also wrote does not go twice.
                 let newest = membership.consensus.borrow().clone();
                 outbox.offer(newest.consensus.seq, &newest.wire);
-                Some(registration)
+                (Some(registration), None)
             }
         };
-        let now = state.clock.now();
-        Ok(Self {
+        let keepalive: &Keepalive = &state.keepalive;
+        Ok(Box::new(Self {
             wire,
             limiter: MessageLimiter::new(
                 config.message_rate,
@@ -197,19 +175,21 @@ impl<S: Socket> Handler<S> {
                 config.flood_close_after,
             ),
             violations: ViolationCounter::new(config.max_violations, config.violation_window),
-            deadlines: Deadlines::new(now, config.ping_interval, config.pong_timeout),
+            keepalive: keepalive.register(conn, expires),
             love: LoveInFlight::default(),
             outbox,
             registration,
+            consensus,
             membership,
             client_id,
+            _slot: slot,
             state,
-        })
+        }))
     }
 
     /// Serves the connection until it ends, sends the close frame its end
     /// calls for, and says why it ended.
-    pub async fn run(mut self) -> CloseReason {
+    pub async fn run(mut self: Box<Self>) -> CloseReason {
         let reason = match self.serve().await {
             Err(reason) => reason,
             Ok(never) => match never {},
@@ -220,80 +200,89 @@ impl<S: Socket> Handler<S> {
             outbox.seal();
         }
         Box::pin(self.wire.close(reason)).await;
+        let (conn, room) = (self.membership.conn, &self.membership.name);
+        let client_id = &self.client_id;
+        tracing::debug!(conn, %room, %client_id, reason = reason.as_str(), "connection closed");
         reason
     }
 
     async fn serve(&mut self) -> Result<Infallible, CloseReason> {
-        // The futures that outlive one turn of the loop are made once and
-        // pinned, rather than re-registered on every wake-up.
-        let shutdown = self.state.shutdown.clone();
-        let shutdown = shutdown.cancelled();
-        tokio::pin!(shutdown);
-        let timer = sleep_until(self.deadlines.next());
-        tokio::pin!(timer);
-        let outbox = self.outbox.clone();
-        let fanned_out = outbox.is_some();
-        // The arms that write are boxed: a write future is large and rare
-        // (an idle connection writes nothing itself), and every byte of
-        // this future is held by every connection for its whole life.
+        // Each event's work is boxed: a write future is large and rare (an
+        // idle connection writes nothing itself), and every byte of this
+        // future is held by every connection for its whole life.
         loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown, if self.deadlines.close_at.is_none() => self.drain(),
-                () = &mut timer => Box::pin(self.on_deadline()).await?,
-                changed = self.membership.consensus.changed(), if !fanned_out => {
-                    Box::pin(self.write_consensus(changed)).await?
+            match std::future::poll_fn(|cx| self.poll_event(cx)).await? {
+                Event::Due(Due::Ping) => Box::pin(self.ping()).await?,
+                Event::Due(Due::Close(reason)) => return Err(reason),
+                Event::Consensus(text, ticked) => {
+                    Box::pin(self.write_consensus(text, ticked)).await?;
                 }
-                () = stalled(outbox.as_deref()), if fanned_out => {
-                    Box::pin(self.drain_stalled()).await?
-                }
-                answer = self.love.answer(), if self.love.at_store.is_some() => {
+                Event::Stalled => Box::pin(self.drain_stalled()).await?,
+                Event::LoveAnswered(answer) => {
                     let reply = self.love_answered(answer)?;
                     Box::pin(self.reply(reply)).await?;
                 }
-                incoming = self.wire.recv(), if self.love.waiting.is_none() => {
-                    let reply = self.received(incoming?)?;
+                Event::Incoming(incoming) => {
+                    let reply = self.received(incoming)?;
                     if reply.is_some() {
                         Box::pin(self.reply(reply)).await?;
                     }
                 }
             }
-            let next = self.deadlines.next();
-            if timer.deadline() != next {
-                timer.as_mut().reset(next);
-            }
         }
     }
 
-    /// The server is shutting down: close at a random point of the drain
-    /// period, so that clients do not all reconnect to the next instance at
-    /// the same instant.
-    fn drain(&mut self) {
-        let spread = self.state.config.drain.mul_f64(rand::rng().random::<f64>());
-        self.deadlines.close_at = Some(self.state.clock.now() + spread);
+    /// The next event, in order of precedence: what the keepalive found
+    /// due (a close for shutdown comes before anything else), the
+    /// consensus, the love store's answer, and then what the client sent
+    /// (not read while a love tap waits behind the one at the store).
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, CloseReason>> {
+        if let Poll::Ready(due) = self.keepalive.liveness().poll_due(cx) {
+            return Poll::Ready(Ok(Event::Due(due)));
+        }
+        if let Some(next) = &mut self.consensus
+            && let Poll::Ready((changed, mut receiver)) = next.poll(cx)
+        {
+            changed.map_err(|_| CloseReason::RoomGone)?;
+            let (text, ticked) = {
+                let frame = receiver.borrow_and_update();
+                (frame.text.clone(), frame.ticked)
+            };
+            next.set(next_change(receiver));
+            return Poll::Ready(Ok(Event::Consensus(text, ticked)));
+        }
+        if let Some(outbox) = &self.outbox
+            && outbox.poll_stalled(cx).is_ready()
+        {
+            return Poll::Ready(Ok(Event::Stalled));
+        }
+        if let Some((_, answer)) = &mut self.love.at_store
+            && let Poll::Ready(answer) = answer.as_mut().poll(cx)
+        {
+            return Poll::Ready(Ok(Event::LoveAnswered(answer)));
+        }
+        if self.love.waiting.is_none()
+            && let Poll::Ready(incoming) = self.wire.poll_recv(cx)
+        {
+            return Poll::Ready(incoming.map(Event::Incoming));
+        }
+        Poll::Pending
     }
 
-    /// The timer went off: ping, or close.
-    async fn on_deadline(&mut self) -> Result<(), CloseReason> {
-        if self.deadlines.fire(self.state.clock.now())? {
-            metrics().pings_sent.increment(1);
-            self.wire.send(Message::Ping(Default::default())).await?;
-        }
-        Ok(())
+    /// The keepalive asks for a ping.
+    async fn ping(&mut self) -> Result<(), CloseReason> {
+        metrics().pings_sent.increment(1);
+        self.wire.send(Message::Ping(Default::default())).await
     }
 
     /// Writes the room's newest consensus (the room has published one since
-    /// the last), or ends when the room has stopped. This is the whole of
+    /// the last), which the room ticked at `ticked`. This is the whole of
     /// the consensus path through the handler.
     async fn write_consensus(
         &mut self,
-        changed: Result<(), watch::error::RecvError>,
+        text: Utf8Bytes,
+        ticked: Instant,
     ) -> Result<(), CloseReason> {
-        changed.map_err(|_| CloseReason::RoomGone)?;
-        let (text, ticked) = {
-            let frame = self.membership.consensus.borrow_and_update();
-            (frame.text.clone(), frame.ticked)
-        };
         self.wire.send(Message::Text(text)).await?;
         let m = metrics();
         m.sent_consensus.increment(1);
@@ -319,11 +308,14 @@ impl<S: Socket> Handler<S> {
     /// is handled.
     fn received(&mut self, incoming: Incoming) -> Reply {
         match incoming {
-            Incoming::Text(text) => self.message(Some(text.as_str())),
+            Incoming::Text(text) => {
+                self.keepalive.liveness().heard_message();
+                self.message(Some(text.as_str()))
+            }
             Incoming::Binary => self.message(None),
             Incoming::Pong => {
                 self.control_frame()?;
-                self.deadlines.pong_due = None;
+                self.keepalive.liveness().heard_pong();
                 Ok(None)
             }
             Incoming::Ping => {
@@ -353,79 +345,6 @@ impl<S: Socket> Handler<S> {
     }
 }
 
-/// Completes when the shard writer left something in `outbox` (never
-/// without one).
-async fn stalled(outbox: Option<&Outbox>) {
-    match outbox {
-        Some(outbox) => outbox.stalled().await,
-        None => std::future::pending().await,
-    }
-}
-
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn deadlines() -> (Instant, Deadlines) {
-        let start = Instant::now();
-        (start, Deadlines::new(start, Duration::from_secs(25), Duration::from_secs(10)))
-    }
-
-    #[test]
-    fn a_ping_is_due_every_interval_and_its_pong_after_the_timeout() {
-        let (start, mut d) = deadlines();
-        let s = Duration::from_secs;
-        assert_eq!(d.next(), start + s(25));
-        assert_eq!(d.fire(start + s(24)), Ok(false));
-        assert_eq!(d.fire(start + s(25)), Ok(true));
-        assert_eq!(d.next(), start + s(35), "the pong is due before the next ping");
-        d.pong_due = None;
-        assert_eq!(d.next(), start + s(50));
-        assert_eq!(d.fire(start + s(50)), Ok(true));
-        assert_eq!(d.fire(start + s(60)), Err(CloseReason::PongTimeout));
-    }
-
-    #[test]
-    fn no_ping_while_the_last_is_unanswered() {
-        let s = Duration::from_secs;
-        let start = Instant::now();
-        // A pong timeout longer than the ping interval.
-        let mut d = Deadlines::new(start, s(5), s(12));
-        assert_eq!(d.fire(start + s(5)), Ok(true));
-        assert_eq!(d.fire(start + s(10)), Ok(false));
-        assert_eq!(d.next(), start + s(15));
-        assert_eq!(d.fire(start + s(17)), Err(CloseReason::PongTimeout));
-    }
-
-    #[test]
-    fn a_late_ping_does_not_make_a_burst() {
-        let (start, mut d) = deadlines();
-        let s = Duration::from_secs;
-        assert_eq!(d.fire(start + s(100)), Ok(true));
-        d.pong_due = None;
-        assert_eq!(d.next(), start + s(125));
-    }
-
-    #[test]
-    fn the_drain_deadline_comes_first() {
-        let (start, mut d) = deadlines();
-        let s = Duration::from_secs;
-        d.close_at = Some(start + s(3));
-        assert_eq!(d.next(), start + s(3));
-        assert_eq!(d.fire(start + s(3)), Err(CloseReason::Shutdown));
-    }
-
-    #[test]
-    fn an_expiring_token_closes_the_socket_when_it_expires() {
-        let (start, mut d) = deadlines();
-        let s = Duration::from_secs;
-        d.expires = Some(start + s(7));
-        assert_eq!(d.next(), start + s(7));
-        assert_eq!(d.fire(start + s(6)), Ok(false));
-        assert_eq!(d.fire(start + s(7)), Err(CloseReason::TokenExpired));
-    }
 }

@@ -3,8 +3,9 @@
 //!
 //! # Layout
 //! - [`handler`]: one connection's state (the wire, the room membership, the
-//!   limiter, the violation window, the deadlines, the love taps on their way
-//!   to disk) and its short `select!`.
+//!   limiter, the violation window, its keepalive entry, the love taps on
+//!   their way to disk) and its loop, which waits on all of them at once
+//!   without holding a future for each.
 //! - [`messages`]: one function per message the client sends, and one for the
 //!   love store's answer, each returning a [`Reply`]: a message to send back
 //!   or the reason to close, so that a close is a `?`.
@@ -12,23 +13,32 @@
 //!   what is read.
 //! - [`upgrade`]: the handshake answered by the server, which keeps the
 //!   upgraded `TcpStream` so that the room's fan-out can write to it.
+//! - [`keepalive`]: every connection's deadlines (pings, pong timeout, idle
+//!   timeout, token expiry, the drain's close), kept by one sweep per shard
+//!   rather than a timer per connection.
 //!
-//! The connection is one task with one `select!` loop. Writes have a
-//! deadline (`--write-timeout`): a client that stops reading is closed, and
-//! because every connection has its own task and reads the room's consensus
-//! from a `watch` channel, it delays no one else. A love tap is handed to the
-//! store and its answer comes back through the same `select!`, so no socket
-//! waits for a disk.
+//! The connection is one task with one loop. Writes have a deadline
+//! (`--write-timeout`): a client that stops reading is closed, and it delays
+//! no one else (the room's shard writers never wait for a socket). A love
+//! tap is handed to the store and its answer comes back through the same
+//! loop, so no socket waits for a disk.
+//!
+//! Memory: a connection at rest holds its task (a few dozen bytes: the
+//! task awaits a boxed [`Running`] future), that future (the handler in a
+//! box of its own, and the loop's state), the outbox and its keepalive
+//! entry; see ARCHITECTURE.md, "Where an idle connection's memory goes".
 //!
 //! The handler is generic over the socket ([`Socket`]: any `Sink` and
 //! `Stream` of axum messages, as in axum's testing-websockets example), so
 //! its unit tests drive it over channels under `tokio::time::pause()`.
 
 mod handler;
+mod keepalive;
 mod messages;
 mod upgrade;
 mod wire;
 
+pub use keepalive::{Keepalive, Settings as KeepaliveSettings};
 pub use upgrade::{RawUpgrade, accept};
 
 #[cfg(test)]
@@ -43,6 +53,8 @@ use axum::extract::ws::{Message, close_code};
 use futures_util::{Sink, Stream};
 use handler::Handler;
 use shared::{ClientId, RoomName, ServerMessage};
+use std::future::Future;
+use std::pin::Pin;
 
 /// What a message (or the love store's answer) leads to: something to send
 /// back, nothing, or the end of the connection.
@@ -97,6 +109,8 @@ pub enum CloseReason {
     Slow,
     /// No pong in time.
     PongTimeout,
+    /// No data message for `--idle-timeout` (issue 16, defect 3).
+    Idle,
     /// The client kept flooding.
     Flood,
     /// Too many protocol violations.
@@ -119,6 +133,7 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::Slow => "slow",
             CloseReason::PongTimeout => "pong_timeout",
+            CloseReason::Idle => "idle",
             CloseReason::Flood => "flood",
             CloseReason::Violations => "violations",
             CloseReason::TooLarge => "too_large",
@@ -139,6 +154,7 @@ impl CloseReason {
                 Some((close_code::AWAY, "server shutting down"))
             }
             CloseReason::PongTimeout => Some((close_code::AWAY, "no pong")),
+            CloseReason::Idle => Some((close_code::NORMAL, "idle timeout")),
             CloseReason::Flood => Some((close_code::POLICY, "flooding")),
             CloseReason::Violations => Some((close_code::POLICY, "too many protocol violations")),
             CloseReason::TooLarge => Some((close_code::SIZE, "message too large")),
@@ -147,39 +163,57 @@ impl CloseReason {
     }
 }
 
+/// A connection past its welcome, being served: the future ends with the
+/// connection, and says why. Boxed, so that the task serving it holds a
+/// pointer, not the state of the handshake and the welcome.
+pub type Running = Pin<Box<dyn Future<Output = CloseReason> + Send>>;
+
 /// Serves one upgraded connection until it ends, the handler writing every
 /// consensus itself (the shape of the channel tests).
-pub async fn serve(socket: impl Socket, state: AppState, connection: Connection) -> CloseReason {
-    serve_on(socket, None, state, connection).await
+pub async fn serve(
+    socket: impl Socket + 'static,
+    state: AppState,
+    connection: Connection,
+) -> CloseReason {
+    match start(socket, None, state, connection).await {
+        Ok(running) => running.await,
+        Err(reason) => reason,
+    }
 }
 
-/// Serves one upgraded connection until it ends. With an `outbox` (the
+/// Starts serving one upgraded connection: joins its room, sends the welcome
+/// and the room's consensus, and returns the rest of its life (or why it
+/// ended already; its close frame has been sent). With an `outbox` (the
 /// socket's own writes, see [`crate::fanout`]) the room's shard writer puts
 /// the consensus on the wire and the handler only drains what a slow socket
 /// left; without one, the handler writes each consensus from the room's
 /// `watch`.
-pub async fn serve_on(
-    socket: impl Socket,
+pub async fn start(
+    socket: impl Socket + 'static,
     outbox: Option<std::sync::Arc<Outbox>>,
     state: AppState,
     connection: Connection,
-) -> CloseReason {
-    let Connection { conn, room, client_id, slot: _slot, expires } = connection;
+) -> Result<Running, CloseReason> {
     let m = metrics();
     m.connections_opened.increment(1);
     m.connections_open.increment(1.0);
     // Boxed, so that what only the start needs is freed once it is done.
-    let started =
-        Box::pin(Handler::start(socket, outbox, state, conn, room.clone(), client_id.clone()));
-    let reason = match started.await {
-        Ok(mut handler) => {
-            handler.deadlines.expires = expires;
-            handler.run().await
+    match Box::pin(Handler::start(socket, outbox, state, connection)).await {
+        Ok(handler) => Ok(Box::pin(async move {
+            let reason = handler.run().await;
+            closed(reason);
+            reason
+        })),
+        Err(reason) => {
+            closed(reason);
+            Err(reason)
         }
-        Err(reason) => reason,
-    };
+    }
+}
+
+/// Counts a connection that ended.
+fn closed(reason: CloseReason) {
+    let m = metrics();
     m.connections_open.decrement(1.0);
     m.connection_closed(reason.as_str());
-    tracing::debug!(conn, %room, %client_id, reason = reason.as_str(), "connection closed");
-    reason
 }

@@ -313,6 +313,52 @@ async fn shutdown_closes_within_the_drain_with_1001() {
     assert!(start.elapsed() <= Duration::from_secs(5), "{:?}", start.elapsed());
 }
 
+/// Issue 16, defect 3 (its idle half): a socket that answers every ping but
+/// never sends a message held its slot for ever. It is now closed with 1000
+/// after `--idle-timeout`; one that sends a message now and then stays.
+#[tokio::test(start_paused = true)]
+async fn defect_3_a_socket_that_only_answers_pings_is_closed_after_the_idle_timeout() {
+    let config = Config {
+        ping_interval: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        ..quiet()
+    };
+    let state = state_with(config, MemoryLove::default());
+    let mut silent = connect(&state).await;
+    let mut talker = connect(&state).await;
+    let start = Instant::now();
+    // Both answer each ping; the talker also asks the time every 50 s,
+    // less often than the pings but within the idle timeout.
+    let mut silent_closed = None;
+    let every = Duration::from_secs(50);
+    let mut ask = tokio::time::interval_at(start + every, every);
+    while start.elapsed() < Duration::from_secs(180) {
+        tokio::select! {
+            frame = silent.from_server.recv(), if silent_closed.is_none() => match frame {
+                Some(Message::Ping(_)) => silent.send_frame(Message::Pong(Default::default())),
+                Some(Message::Close(frame)) => silent_closed = Some((start.elapsed(), frame)),
+                Some(_) => {}
+                None => panic!("closed without a close frame"),
+            },
+            frame = talker.from_server.recv() => match frame {
+                Some(Message::Ping(_)) => talker.send_frame(Message::Pong(Default::default())),
+                Some(Message::Close(frame)) => panic!("the talker was closed: {frame:?}"),
+                Some(_) => {}
+                None => panic!("the talker's connection ended"),
+            },
+            _ = ask.tick() => {
+                talker.send(&ClientMessage::Time { t0: 1.0 });
+            }
+        }
+    }
+    let (after, frame) = silent_closed.expect("the silent socket was closed");
+    assert_eq!(after, Duration::from_secs(60), "closed at the idle timeout");
+    assert_eq!(close_code(frame.clone()), Some(1000));
+    assert_eq!(frame.map(|f| f.reason.as_str().to_owned()).as_deref(), Some("idle timeout"));
+    assert_eq!(silent.task.await.expect("the handler does not panic"), CloseReason::Idle);
+    assert!(!talker.task.is_finished());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_phase_report_reaches_the_room() {
     let config = Config { tick: Duration::from_millis(250), ..Config::default() };

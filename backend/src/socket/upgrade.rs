@@ -12,7 +12,7 @@
 //! tungstenite's. No extension is negotiated (trunk's proxy cannot read
 //! permessage-deflate).
 
-use super::{Connection, serve_on};
+use super::{Connection, Running, start};
 use crate::AppState;
 use crate::fanout::Outbox;
 use crate::server::{DeadlineStream, WriteDeadline};
@@ -26,6 +26,7 @@ use futures_util::{Sink, Stream};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::num::NonZeroU32;
 use std::pin::Pin;
@@ -38,10 +39,11 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use tungstenite::protocol::{Role, WebSocketConfig};
 
 /// The bytes tungstenite reads at a time, and the buffer every connection
-/// holds for them. A protocol message is about 80 bytes, so one read takes
-/// it; a larger one (up to `--max-message-bytes`) takes several reads into
-/// a buffer that grows for it.
-const READ_BUFFER: usize = 512;
+/// holds for them. A protocol message is about 80 bytes (a phase report
+/// with its frame header), so one read takes it, or a few arriving
+/// together; a larger one (up to `--max-message-bytes`) takes several reads
+/// into a buffer that grows for it.
+const READ_BUFFER: usize = 256;
 
 /// What the upgrade needs from the request, taken before axum's
 /// `WebSocketUpgrade` (which keeps its own copy private): hyper's pending
@@ -87,10 +89,11 @@ pub fn accept(
         .max_write_buffer_size(64 * 1024)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    tokio::spawn(async move {
-        serve_upgraded(on_upgrade, state, connection, deadline, config).await;
-        drop(token);
-    });
+    // The handshake and the welcome run in a box of their own, freed once
+    // the connection is up: at rest, the task holds only a pointer to the
+    // running connection.
+    let upgrade = Box::pin(upgrade_and_start(on_upgrade, state, connection, deadline, config));
+    tokio::spawn(connection_task(upgrade, token));
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -101,21 +104,35 @@ pub fn accept(
     response
 }
 
-/// Serves the connection once hyper hands the upgraded socket over: on the
-/// bare `TcpStream` with its outbox (the fast path), or else on whatever
-/// hyper gives, the handler writing every consensus itself.
-async fn serve_upgraded(
+/// One connection's task: the upgrade and the welcome (`upgrade`, boxed
+/// and freed once done), then the running connection. `token` keeps
+/// shutdown waiting for it.
+async fn connection_task<F>(upgrade: Pin<Box<F>>, token: TaskTrackerToken)
+where
+    F: Future<Output = Option<Running>> + ?Sized,
+{
+    if let Some(running) = upgrade.await {
+        running.await;
+    }
+    drop(token);
+}
+
+/// Starts serving the connection once hyper hands the upgraded socket over:
+/// on the bare `TcpStream` with its outbox (the fast path), or else on
+/// whatever hyper gives, the handler writing every consensus itself.
+/// `None` when it ended before it was up.
+async fn upgrade_and_start(
     on_upgrade: OnUpgrade,
     state: AppState,
     connection: Connection,
     deadline: Option<WriteDeadline>,
     config: WebSocketConfig,
-) {
+) -> Option<Running> {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(error) => {
             tracing::debug!(%error, "the upgrade did not complete");
-            return;
+            return None;
         }
     };
     // The socket's own writes have a deadline (and close with a
@@ -134,14 +151,14 @@ async fn serve_upgraded(
             let budget = read_budget(&state.config);
             let io = ConnIo { read, outbox: outbox.clone(), prefix, budget };
             let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-            serve_on(Ws(ws), Some(outbox), state, connection).await;
+            start(Ws(ws), Some(outbox), state, connection).await.ok()
         }
         // Not a plain TCP stream (nothing in this server does that):
         // still served, with the consensus written by the handler.
         Err(upgraded) => {
             let io = TokioIo::new(upgraded);
             let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-            serve_on(Ws(ws), None, state, connection).await;
+            start(Ws(ws), None, state, connection).await.ok()
         }
     }
 }
@@ -325,22 +342,23 @@ mod tests {
     use tokio::net::TcpStream;
 
     /// What an idle connection holds in the server's memory, apart from the
-    /// kernel's socket buffers: the task's future, the handler's box (the
-    /// handler, the WebSocket state and its `select!`), and the outbox.
-    /// The figures are measured (ARCHITECTURE.md lists them); the bounds
-    /// keep them from creeping up.
+    /// kernel's socket buffers: the task's future, the running connection's
+    /// future, the handler's box (the WebSocket state in it), the outbox and
+    /// the keepalive's share. The figures are measured (ARCHITECTURE.md
+    /// lists them); the bounds keep them from creeping up.
     #[tokio::test]
     async fn an_idle_connection_fits_in_its_budget() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("an address");
         let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let _first_client = client.expect("connected");
+        let _client = client.expect("connected");
         let (read, outbox) = Outbox::split(server.expect("accepted").0);
         let outbox = Arc::new(outbox);
         let budget = read_budget(&crate::Config::default());
         let io = ConnIo { read, outbox: outbox.clone(), prefix: Bytes::new(), budget };
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let websocket = size_of_val(&ws);
         let state = AppState::with_clock(
             crate::Config::default(),
             LoveStore::start(MemoryLove::default()),
@@ -356,40 +374,23 @@ mod tests {
                 .expect("room under the cap"),
             expires: None,
         };
-        let websocket = size_of_val(&ws);
-        let task = size_of_val(&serve_on(Ws(ws), Some(outbox.clone()), state.clone(), connection));
-        // The handler's part of it, which lives as long as the connection.
-        let stream = TcpStream::connect(addr).await.expect("connected");
-        let (server, _) = listener.accept().await.expect("accepted");
-        let _client = stream;
-        let (read, outbox2) = Outbox::split(server);
-        let outbox2 = Arc::new(outbox2);
-        let io = ConnIo {
-            read,
-            outbox: outbox2.clone(),
-            prefix: Bytes::new(),
-            budget: read_budget(&state.config),
-        };
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        let client_id = ClientId::parse("abcdefgh").expect("a valid client id");
-        let handler = super::super::handler::Handler::start(
-            Ws(ws),
-            Some(outbox2),
-            state,
-            2,
-            RoomName::main(),
-            client_id,
-        )
-        .await
-        .expect("started");
-        let run = size_of_val(&handler.run());
+        let running =
+            start(Ws(ws), Some(outbox), state.clone(), connection).await.expect("started");
+        let running = size_of_val(&*running);
+        let tracker = tokio_util::task::TaskTracker::new();
+        let task = size_of_val(&connection_task(Box::pin(async { None }), tracker.token()));
+        let handler = size_of::<super::super::handler::Handler<Ws<ConnIo>>>();
         let outbox = size_of::<Outbox>();
+        let liveness = size_of::<super::super::keepalive::Liveness>();
         println!(
-            "task {task} B, handler's run {run} B (the WebSocket {websocket} B in it), outbox {outbox} B, read buffer {READ_BUFFER} B"
+            "task {task} B, running {running} B, handler {handler} B (the WebSocket {websocket} B in it), \
+             outbox {outbox} B, liveness {liveness} B, read buffer {READ_BUFFER} B"
         );
-        assert!(task <= 4096, "the connection's task future is {task} B");
-        assert!(run <= 2560, "the handler's future is {run} B");
-        assert!(outbox <= 256, "the outbox is {outbox} B");
+        assert!(task <= 64, "the connection's task future is {task} B");
+        assert!(running <= 256, "the running connection's future is {running} B");
+        assert!(handler <= 1024, "the handler is {handler} B");
+        assert!(outbox <= 192, "the outbox is {outbox} B");
+        assert!(liveness <= 64, "the liveness is {liveness} B");
     }
 }
 
@@ -422,8 +423,12 @@ mod rfc_tests {
     }
 
     async fn start() -> Server {
+        start_with(crate::Config::default()).await
+    }
+
+    async fn start_with(config: crate::Config) -> Server {
         let data = tempfile::tempdir().expect("a temp dir");
-        let config = crate::Config { data_dir: data.path().to_owned(), ..crate::Config::default() };
+        let config = crate::Config { data_dir: data.path().to_owned(), ..config };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("an address");
         let stop = CancellationToken::new();
@@ -546,5 +551,54 @@ mod rfc_tests {
         .expect("the flood was not closed within 15 s");
         flood.abort();
         assert_eq!(code, Some(1008));
+    }
+
+    /// Issue 16, defect 3 (its idle half), over real sockets: a client whose
+    /// library answers every ping but that sends nothing is closed with 1000
+    /// once `--idle-timeout` has passed; one that sends messages stays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn defect_3_a_real_socket_that_only_answers_pings_is_closed_and_a_talking_one_stays() {
+        use futures_util::{SinkExt, StreamExt};
+        let idle = Duration::from_secs(1);
+        let server = start_with(crate::Config {
+            tick: Duration::from_millis(100),
+            ping_interval: Duration::from_millis(200),
+            idle_timeout: idle,
+            ..crate::Config::default()
+        })
+        .await;
+        // Taken before the silent socket connects, so before the server
+        // starts its idle clock.
+        let joined = std::time::Instant::now();
+        let mut silent = join(&server).await;
+        let mut talker = join(&server).await;
+        let (mut pings, mut silent_close) = (0, None);
+        let deadline = joined + Duration::from_secs(4);
+        let time = Message::text(shared::ClientMessage::Time { t0: 1.0 }.to_json());
+        let mut ask = tokio::time::interval(Duration::from_millis(250));
+        while std::time::Instant::now() < deadline {
+            tokio::select! {
+                // tungstenite answers each ping as it reads it.
+                frame = silent.next(), if silent_close.is_none() => match frame {
+                    Some(Ok(Message::Ping(_))) => pings += 1,
+                    Some(Ok(Message::Close(frame))) => {
+                        silent_close = Some((joined.elapsed(), frame));
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("the silent socket ended without a close frame: {other:?}"),
+                },
+                frame = talker.next() => match frame {
+                    Some(Ok(Message::Close(frame))) => panic!("the talker was closed: {frame:?}"),
+                    Some(Ok(_)) => {}
+                    other => panic!("the talker's socket ended: {other:?}"),
+                },
+                _ = ask.tick() => talker.send(time.clone()).await.expect("sent"),
+            }
+        }
+        let (after, frame) = silent_close.expect("the silent socket was not closed within 4 s");
+        let frame = frame.expect("a close frame with a code");
+        assert_eq!((u16::from(frame.code), frame.reason.as_str()), (1000, "idle timeout"));
+        assert!(after >= idle, "closed after {after:?}, before the idle timeout");
+        assert!(pings >= 2, "it answered {pings} pings: the pong timeout is not what closed it");
     }
 }

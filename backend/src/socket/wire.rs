@@ -7,7 +7,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{SinkExt, StreamExt};
 use shared::ServerMessage;
 use std::future::Future;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::timeout;
 
@@ -76,17 +76,9 @@ impl<S: Socket> Wire<S> {
 
     /// Reads the next frame; the connection ends when the client closes, the
     /// stream fails, a message is over the size limit, or the client breaks
-    /// RFC 6455.
-    pub async fn recv(&mut self) -> Result<Incoming, CloseReason> {
-        match self.socket.next().await {
-            None => Err(CloseReason::ClientGone),
-            Some(Ok(Message::Close(_))) => Err(CloseReason::ClientClosed),
-            Some(Err(error)) => Err(read_failure(&error)),
-            Some(Ok(Message::Text(text))) => Ok(Incoming::Text(text)),
-            Some(Ok(Message::Binary(_))) => Ok(Incoming::Binary),
-            Some(Ok(Message::Pong(_))) => Ok(Incoming::Pong),
-            Some(Ok(Message::Ping(_))) => Ok(Incoming::Ping),
-        }
+    /// RFC 6455. A poll, so the handler keeps no future between polls.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, CloseReason>> {
+        self.socket.poll_next_unpin(cx).map(sort)
     }
 
     /// Sends the close frame `reason` calls for (best effort, briefly). A
@@ -100,6 +92,19 @@ impl<S: Socket> Wire<S> {
         } else if reason == CloseReason::ClientClosed {
             let _ = timeout(CLOSE_TIMEOUT, self.socket.flush()).await;
         }
+    }
+}
+
+/// What was read, sorted.
+fn sort(next: Option<Result<Message, axum::Error>>) -> Result<Incoming, CloseReason> {
+    match next {
+        None => Err(CloseReason::ClientGone),
+        Some(Ok(Message::Close(_))) => Err(CloseReason::ClientClosed),
+        Some(Err(error)) => Err(read_failure(&error)),
+        Some(Ok(Message::Text(text))) => Ok(Incoming::Text(text)),
+        Some(Ok(Message::Binary(_))) => Ok(Incoming::Binary),
+        Some(Ok(Message::Pong(_))) => Ok(Incoming::Pong),
+        Some(Ok(Message::Ping(_))) => Ok(Incoming::Ping),
     }
 }
 
