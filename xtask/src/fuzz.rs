@@ -116,6 +116,12 @@ fn fuzz_one(
     if env::var_os("ASAN_OPTIONS").is_none() {
         command.env("ASAN_OPTIONS", "detect_odr_violation=0");
     }
+    // Thread-local storage of a detached thread caught mid-exit is not a
+    // leak; the file says which frames and why.
+    if env::var_os("LSAN_OPTIONS").is_none() {
+        let suppressions = fuzz.join("lsan-suppressions.txt");
+        command.env("LSAN_OPTIONS", format!("suppressions={}", suppressions.display()));
+    }
     // New inputs go to the first folder; the others are only read.
     command.arg(&scratch);
     for seeds in [fuzz.join("corpus").join(target), fuzz.join("regressions").join(target)] {
