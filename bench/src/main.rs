@@ -9,6 +9,7 @@
 //! heartsync-bench --url ws://127.0.0.1:8080 --clients 10000 --compare-floor --json
 //! heartsync-bench --url ws://127.0.0.1:8080 --clients 19000 --rooms 20 --processes 2
 //! heartsync-bench floor --addr 127.0.0.1:9200
+//! heartsync-bench --url ws://127.0.0.1:8080 --soak 60m --server-log heartsync.log
 //! ```
 //!
 //! The run: ramp up (connect latency is measured here), settle, then a
@@ -26,6 +27,7 @@
 mod client;
 mod floor;
 mod server;
+mod soak;
 mod stats;
 
 use anyhow::{Context, bail};
@@ -48,6 +50,9 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     load: Args,
+    /// `--soak`: a long realistic mix and a verdict instead (see [`soak`]).
+    #[command(flatten)]
+    soak: soak::SoakArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,6 +156,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Floor { addr, tick }) = cli.command {
         return floor::run(addr, tick);
+    }
+    if cli.soak.soak.is_some() {
+        return soak::main(&cli.load.url, cli.load.server_pid, &cli.soak);
     }
     let args = cli.load;
     if args.processes == 0 || args.processes > args.clients.max(1) {
