@@ -10,6 +10,7 @@
 //! heartsync-bench --url ws://127.0.0.1:8080 --clients 19000 --rooms 20 --processes 2
 //! heartsync-bench --url ws://127.0.0.1:9100,ws://127.0.0.1:9101,ws://127.0.0.1:9102 --clients 9000
 //! heartsync-bench floor --addr 127.0.0.1:9200
+//! heartsync-bench --url ws://127.0.0.1:8080 --soak 60m --server-log heartsync.log
 //! ```
 //!
 //! The run: ramp up (connect latency is measured here), settle, then a
@@ -37,6 +38,7 @@ mod client;
 mod floor;
 mod redis_info;
 mod server;
+mod soak;
 mod stats;
 
 use anyhow::{Context, bail};
@@ -59,6 +61,9 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     load: Args,
+    /// `--soak`: a long realistic mix and a verdict instead (see [`soak`]).
+    #[command(flatten)]
+    soak: soak::SoakArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +175,12 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Floor { addr, tick }) = cli.command {
         return floor::run(addr, tick);
+    }
+    if cli.soak.soak.is_some() {
+        let ([url], [] | [_]) = (cli.load.url.as_slice(), cli.load.server_pid.as_slice()) else {
+            bail!("--soak runs against one server: give one --url and at most one --server-pid");
+        };
+        return soak::main(url, cli.load.server_pid.first().copied(), &cli.soak);
     }
     let args = cli.load;
     if args.processes == 0 || args.processes > args.clients.max(1) {

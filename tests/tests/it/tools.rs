@@ -1,5 +1,5 @@
-//! The tools work end to end: the load generator against the real server,
-//! and the terminal heart's still picture.
+//! The tools work end to end: the load generator and its soak against the
+//! real server, and the terminal heart's still picture.
 
 use std::time::Duration;
 use tests::{ServerProcess, workspace_binary};
@@ -41,6 +41,75 @@ async fn heartsync_bench_measures_a_real_server() {
     for key in ["connect_p50_ms", "connect_p95_ms", "connect_p99_ms", "tick_delay_p50_ms"] {
         assert!(report[key].is_number(), "{key} missing: {report}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_soak_of_the_real_server_passes() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server =
+        ServerProcess::start(&["--data-dir", data.path().to_str().unwrap()]).await.unwrap();
+    // The server's log goes to a file, which the soak scans for panics.
+    let log_path = data.path().join("server.log");
+    let mut log = std::fs::File::create(&log_path).unwrap();
+    let (_, no_logs) = tokio::sync::mpsc::unbounded_channel();
+    let mut logs = std::mem::replace(&mut server.logs, no_logs);
+    tokio::spawn(async move {
+        use std::io::Write;
+        while let Some(line) = logs.recv().await {
+            let _ = writeln!(log, "{line}");
+        }
+    });
+    // A minute of the mix, small: 60 hearts over 3 rooms staying 20 s on
+    // average, tapping every 2 s; 2 slow readers; a flooder. A fresh
+    // server's heap settles during its first minutes under churn, so RSS
+    // growth is judged over the second half only (the hour's soak leaves
+    // out its first 10 minutes the same way).
+    // Its live lines go to a file, to show if it does not end in time.
+    let stderr_path = data.path().join("soak.err");
+    let soak = tokio::process::Command::new(workspace_binary("bench", "heartsync-bench"))
+        .args(["--url", &format!("ws://{}", server.addr), "--soak", "60s"])
+        .args(["--soak-warm-up", "30s"])
+        .args(["--soak-hearts", "60", "--soak-rooms", "3", "--soak-stay", "20s"])
+        .args(["--soak-taps-per-s", "0.5", "--soak-slow-readers", "2"])
+        .args(["--server-log", log_path.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // It takes a little over a minute; its teardown is bounded (clients
+    // leave within 60 s, descriptors come back within 30 s), so it always
+    // reaches a verdict within 170 s.
+    let output = tokio::time::timeout(Duration::from_secs(170), soak.wait_with_output())
+        .await
+        .unwrap_or_else(|_| {
+            let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!("the soak did not end in 170 s:\n{stderr}")
+        })
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let report: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no JSON at the end:\n{stdout}\n{stderr}"));
+    let verdict = &report["verdict"];
+    assert_eq!(verdict["failures"], serde_json::json!([]), "{stdout}\n{stderr}");
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("soak PASS"), "{stdout}");
+    assert_eq!(verdict["log_scanned"], true);
+    // The mix really ran: hearts came back, taps were acked, a flood was
+    // closed, and every sample period was sampled.
+    let counters = &report["counters"];
+    assert!(counters["joins"].as_u64().unwrap() > 60, "no heart came back: {counters}");
+    assert!(counters["acks"].as_u64().unwrap() > 0, "{counters}");
+    assert!(counters["floods_closed"].as_u64().unwrap() >= 1, "{counters}");
+    assert!(counters["ticks"].as_u64().unwrap() > 60 * 4 * 30, "{counters}");
+    assert_eq!(report["samples"].as_array().unwrap().len(), 10, "{report}");
+    let love: u64 =
+        report["rooms"].as_array().unwrap().iter().map(|r| r["after"].as_u64().unwrap()).sum();
+    assert!(love > 0, "{report}");
 }
 
 #[test]
