@@ -2,6 +2,7 @@
 //! mini-redis's `Handler`: the struct holds what outlives one message, and
 //! each arm of the loop is one call.
 
+use super::messages::{LoveBounds, LoveCount};
 use super::wire::{Incoming, Wire};
 use super::{CloseReason, Reply, Socket};
 use crate::AppState;
@@ -60,10 +61,15 @@ pub(super) type TapAnswer = Pin<Box<dyn Future<Output = TapResult> + Send>>;
 /// that client), so every `love` still gets its own answer, in order.
 #[derive(Default)]
 pub(super) struct LoveInFlight {
-    /// The tap at the store: its `seq` and its answer.
-    pub(super) at_store: Option<(u64, TapAnswer)>,
-    /// The next `seq` to hand over, and when it arrived.
-    pub(super) waiting: Option<(u64, Instant)>,
+    /// The tap at the store: its count and ledger, and its answer.
+    pub(super) at_store: Option<(LoveCount, TapAnswer)>,
+    /// The next count to hand over, and when it arrived.
+    pub(super) waiting: Option<(LoveCount, Instant)>,
+    /// The bounds on this connection's love (see `messages.rs`).
+    pub(super) bounds: LoveBounds,
+    /// The client's address, whose quota a new ledger comes out of; `None`
+    /// in tests that make a handler without one.
+    pub(super) address: Option<std::net::IpAddr>,
 }
 
 impl LoveInFlight {

@@ -164,7 +164,7 @@ pub async fn serve_on(
     state: AppState,
     connection: Connection,
 ) -> CloseReason {
-    let Connection { conn, room, client_id, slot: _slot, expires } = connection;
+    let Connection { conn, room, client_id, slot, expires } = connection;
     let m = metrics();
     m.connections_opened.increment(1);
     m.connections_open.increment(1.0);
@@ -174,6 +174,7 @@ pub async fn serve_on(
     let reason = match started.await {
         Ok(mut handler) => {
             handler.deadlines.expires = expires;
+            handler.love.address = Some(slot.address());
             handler.run().await
         }
         Err(reason) => reason,

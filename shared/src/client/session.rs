@@ -59,8 +59,9 @@ pub struct RoomView {
 pub struct Reaction {
     /// Messages to send back, in order.
     pub send: Vec<ClientMessage>,
-    /// The server acknowledged love: a client that persists its love saves
-    /// [`Love::acked`] now.
+    /// The server acknowledged love, or started a new ledger for it: a
+    /// client that persists its love saves [`Love::taps`], [`Love::acked`]
+    /// and [`Love::epoch`] now.
     pub acked_changed: bool,
     /// The server refused something; the client logs or shows it.
     pub error: Option<ProtocolError>,
@@ -235,10 +236,16 @@ impl Session {
                 }
             }
             ServerMessage::LoveAck(ack) => {
-                let acked = self.love.acked();
+                let before = (self.love.acked(), self.love.epoch());
                 let others = self.love.acknowledged(ack);
                 self.bursts.1 = self.bursts.1.saturating_add(others);
-                reaction.acked_changed = self.love.acked() != acked;
+                reaction.acked_changed = (self.love.acked(), self.love.epoch()) != before;
+            }
+            ServerMessage::LoveFolded(folded) => {
+                let before = (self.love.taps(), self.love.acked(), self.love.epoch());
+                self.love.folded(folded);
+                reaction.acked_changed =
+                    (self.love.taps(), self.love.acked(), self.love.epoch()) != before;
             }
             ServerMessage::Error(error) => reaction.error = Some(error),
         }
@@ -274,7 +281,7 @@ impl Session {
             self.next_report = (self.next_report + period).max(now + period / 2.0);
         }
         if let Some(seq) = self.love.due(now) {
-            send.push(ClientMessage::Love { seq });
+            send.push(ClientMessage::Love { seq, epoch: self.love.epoch() });
         }
         Ok(send)
     }
@@ -497,8 +504,9 @@ mod tests {
         assert_eq!((s.view().love_shown, s.view().love_pending), (11, 1));
         assert_eq!(s.take_bursts(), (1, 0));
         assert_eq!(s.next_wake(), f64::NEG_INFINITY, "love is due at once");
-        assert_eq!(s.poll(0.0), Ok(vec![ClientMessage::Love { seq: 1 }]));
-        let reaction = s.receive(ServerMessage::LoveAck(LoveAck { seq: 1, total: 11 }), 5.0);
+        assert_eq!(s.poll(0.0), Ok(vec![ClientMessage::Love { seq: 1, epoch: 0 }]));
+        let reaction =
+            s.receive(ServerMessage::LoveAck(LoveAck { seq: 1, total: 11, epoch: 0 }), 5.0);
         assert!(reaction.acked_changed);
         s.receive(consensus(11), 10.0);
         assert_eq!(s.take_bursts(), (0, 0));
@@ -513,12 +521,12 @@ mod tests {
         s.connecting(0.0);
         assert_eq!(s.poll(1.0), Ok(vec![]), "not open yet");
         s.opened(2.0);
-        assert_eq!(s.poll(2.0), Ok(vec![ClientMessage::Love { seq: 1 }]));
+        assert_eq!(s.poll(2.0), Ok(vec![ClientMessage::Love { seq: 1, epoch: 0 }]));
         assert_eq!(s.poll(2.0 + BATCH_MS), Ok(vec![]), "sent, not acknowledged yet");
         s.closed(3.0, "lost", 0.0, false);
         s.connecting(4.0);
         s.opened(5.0);
-        assert_eq!(s.poll(5.0), Ok(vec![ClientMessage::Love { seq: 1 }]));
+        assert_eq!(s.poll(5.0), Ok(vec![ClientMessage::Love { seq: 1, epoch: 0 }]));
         assert_eq!(s.next_wake(), 5.0 + FIRST_RESEND_MS);
     }
 
@@ -694,7 +702,7 @@ mod tests {
                     1 => { s.receive(consensus(0), now); }
                     2 => {
                         let seq = s.love().taps();
-                        s.receive(ServerMessage::LoveAck(LoveAck { seq, total: seq }), now);
+                        s.receive(ServerMessage::LoveAck(LoveAck { seq, total: seq, epoch: 0 }), now);
                     }
                     _ => {}
                 }
