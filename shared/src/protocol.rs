@@ -20,8 +20,10 @@ pub const MAX_CLOCK_SKEW_MS: f64 = 10_000.0;
 /// The most love one `love` message may add.
 pub const MAX_LOVE_STEP: u64 = 50;
 
-/// The highest love count (`seq`) a client may send: 2^53 − 1, the largest
-/// integer a JavaScript number (and Redis's Lua) holds exactly.
+/// The highest love count (`seq`) or epoch a client may send: 2^53 − 1, the
+/// largest integer a JavaScript number (and Redis's Lua) holds exactly. An
+/// epoch (a time on the server's clock) may also be at most
+/// [`MAX_CLOCK_SKEW_MS`] ahead of the server's clock.
 pub const MAX_LOVE_SEQ: u64 = (1 << 53) - 1;
 
 /// A message from a page (or any client) to the server.
@@ -40,10 +42,12 @@ pub enum ClientMessage {
     Love {
         /// Cumulative count of taps, 1, 2, 3, … (several taps may share one).
         seq: u64,
-        /// The ledger the count belongs to, as a [`LoveAck`] named it; 0 (or
-        /// absent, as protocol v1 clients send it) for "my ledger, whichever
-        /// it is, or a new one". A client told [`LoveFolded`] starts again
-        /// from 0 with a count of its own since.
+        /// The ledger the count belongs to: the server's clock (ms) when it
+        /// started, as the client proposed it from its synced clock for a
+        /// new ledger, or as a [`LoveAck`] named it. 0 (or absent, as
+        /// protocol v1 clients send it) for "my ledger, whichever it is, or
+        /// a new one". A client told [`LoveFolded`] starts a new ledger with
+        /// a count of its own.
         #[serde(default, skip_serializing_if = "is_zero")]
         epoch: u64,
     },
@@ -288,10 +292,26 @@ impl ClientMessage {
             ClientMessage::Time { t0 } if !t0.is_finite() => {
                 Err(ProtocolError::new(ErrorCode::BadField, "t0 must be a finite number"))
             }
-            ClientMessage::Love { seq, .. } if *seq > MAX_LOVE_SEQ => Err(ProtocolError::new(
-                ErrorCode::BadLove,
-                format!("a love seq must be at most 2^53 - 1 ({MAX_LOVE_SEQ}), got {seq}"),
-            )),
+            ClientMessage::Love { epoch, .. }
+                if *epoch as f64 > server_now_ms + MAX_CLOCK_SKEW_MS =>
+            {
+                Err(ProtocolError::new(
+                    ErrorCode::BadLove,
+                    format!(
+                        "a love epoch is a time on the server's clock, at most 10 s ahead of it; \
+                         got {epoch}"
+                    ),
+                ))
+            }
+            ClientMessage::Love { seq, epoch } if (*seq).max(*epoch) > MAX_LOVE_SEQ => {
+                Err(ProtocolError::new(
+                    ErrorCode::BadLove,
+                    format!(
+                        "a love seq and epoch must be at most 2^53 - 1 ({MAX_LOVE_SEQ}), got seq \
+                         {seq} and epoch {epoch}"
+                    ),
+                ))
+            }
             ClientMessage::Time { .. } | ClientMessage::Love { .. } => Ok(()),
         }
     }
@@ -568,6 +588,10 @@ mod tests {
         );
         check(r#"{"type":"love","seq":1,"epoch":-1}"#, ErrorCode::BadField);
         check(r#"{"type":"love","seq":9007199254740992}"#, ErrorCode::BadLove);
+        check(r#"{"type":"love","seq":1,"epoch":9007199254740992}"#, ErrorCode::BadLove);
+        let ahead = |ms: f64| format!(r#"{{"type":"love","seq":1,"epoch":{}}}"#, (NOW + ms) as u64);
+        check(&ahead(MAX_CLOCK_SKEW_MS + 1.0), ErrorCode::BadLove);
+        assert!(ClientMessage::parse(&ahead(MAX_CLOCK_SKEW_MS), NOW).is_ok());
         assert!(ClientMessage::parse(r#"{"type":"love","seq":9007199254740991}"#, NOW).is_ok());
     }
 

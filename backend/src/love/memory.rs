@@ -2,7 +2,7 @@
 //! SQLite, and a test can hold its commits (a slow disk) or make them fail
 //! (a full disk).
 
-use super::{Decision, Ledger, LoveBackend, StoreError, Tap, TapOutcome, decide};
+use super::{Decision, Ledger, LoveBackend, StoreError, Tap, TapOutcome, active_at, decide};
 use shared::{ClientId, RoomName};
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -58,7 +58,7 @@ impl LoveBackend for MemoryLove {
                 Decision::Count { added, ledger, created } => {
                     *total += added;
                     if let Some(ledger) = ledger.filter(|_| added > 0 || created) {
-                        self.ledgers.insert(key, (ledger, tap.at_ms));
+                        self.ledgers.insert(key, (ledger, active_at(tap, &ledger)));
                     }
                     let epoch = ledger.map_or(0, |l| l.epoch);
                     TapOutcome::Counted { added, total: *total, epoch, created }

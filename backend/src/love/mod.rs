@@ -40,7 +40,9 @@ pub struct Tap {
     pub room: RoomName,
     /// Who tapped.
     pub client: ClientId,
-    /// The client's cumulative count.
+    /// The client's cumulative count, at most
+    /// [`shared::protocol::MAX_LOVE_SEQ`] (the protocol refuses more; SQLite
+    /// and Lua hold no more exactly).
     pub seq: u64,
     /// The ledger the client names; 0 for "mine, whichever it is, or a new
     /// one" (what a protocol v1 client always means).
@@ -51,8 +53,12 @@ pub struct Tap {
     /// Whether the tap may start a new ledger (the address's quota).
     pub may_create: bool,
     /// The server's clock (ms since the Unix epoch) when the tap arrived: the
-    /// ledger's last activity, and a new ledger's epoch.
+    /// ledger's last activity (see [`active_at`]), and the epoch of a new
+    /// ledger it names none for.
     pub at_ms: u64,
+    /// `at_ms` less the retention (`--love-retention`): a ledger whose epoch
+    /// is later than this cannot have been folded yet.
+    pub fresh_after_ms: u64,
 }
 
 /// What a tap did.
@@ -110,13 +116,19 @@ pub enum Decision {
 ///   is new since its last count, at most the tap's limit; a replay adds 0.
 /// - A tap naming a ledger the server does not keep is refused as folded:
 ///   its taps are in the total already, and counting them again is what
-///   this prevents.
+///   this prevents. An epoch is the server's clock when its ledger started
+///   (the client proposes it from its synced clock), and a ledger is folded
+///   only after a retention without love, so a named epoch no older than
+///   the retention (`fresh_after_ms`) cannot have been folded: it starts
+///   the client's new ledger (quota permitting), replacing an older one
+///   (a client whose storage was cleared starts again).
 /// - A tap naming none from a client without a ledger starts one (quota
-///   permitting), whose epoch is the tap's time. A count above
-///   [`MAX_LOVE_STEP`] there can only come from a client that predates
-///   epochs and whose ledger was folded: it is taken as the new ledger's
-///   starting point and counts nothing.
+///   permitting) whose epoch is the tap's time: a protocol v1 client. A
+///   count above [`MAX_LOVE_STEP`] there can only come from such a client
+///   whose ledger was folded: it is taken as the new ledger's starting
+///   point and counts nothing.
 pub fn decide(ledger: Option<Ledger>, tap: &Tap) -> Decision {
+    let fresh = tap.epoch > tap.fresh_after_ms;
     match ledger {
         Some(ledger) if tap.epoch == 0 || tap.epoch == ledger.epoch => {
             let added = tap.seq.saturating_sub(ledger.last);
@@ -126,21 +138,37 @@ pub fn decide(ledger: Option<Ledger>, tap: &Tap) -> Decision {
             let ledger = Ledger { epoch: ledger.epoch, last: ledger.last.max(tap.seq) };
             Decision::Count { added, ledger: Some(ledger), created: false }
         }
+        Some(ledger) if fresh && tap.epoch > ledger.epoch => start(tap),
         Some(_) => Decision::Folded,
-        None if tap.epoch != 0 => Decision::Folded,
+        None if tap.epoch != 0 && !fresh => Decision::Folded,
         None if tap.seq == 0 => Decision::Count { added: 0, ledger: None, created: false },
-        None if !tap.may_create => Decision::NoLedger,
-        None => {
-            let ledger = Some(Ledger { epoch: new_epoch(tap.at_ms), last: tap.seq });
-            if tap.seq > MAX_LOVE_STEP {
-                Decision::Count { added: 0, ledger, created: true }
-            } else if tap.seq > tap.limit {
-                Decision::TooBig { last: 0 }
-            } else {
-                Decision::Count { added: tap.seq, ledger, created: true }
-            }
-        }
+        None => start(tap),
     }
+}
+
+/// A new ledger for `tap`'s client: the epoch it names, or (naming none)
+/// one from its time.
+fn start(tap: &Tap) -> Decision {
+    if !tap.may_create {
+        return Decision::NoLedger;
+    }
+    let epoch = if tap.epoch == 0 { new_epoch(tap.at_ms) } else { tap.epoch };
+    let ledger = Some(Ledger { epoch, last: tap.seq });
+    if tap.epoch == 0 && tap.seq > MAX_LOVE_STEP {
+        Decision::Count { added: 0, ledger, created: true }
+    } else if tap.seq > tap.limit {
+        Decision::TooBig { last: 0 }
+    } else {
+        Decision::Count { added: tap.seq, ledger, created: true }
+    }
+}
+
+/// When a ledger written by `tap` was last active: the tap's time, or its
+/// epoch if later (a client's clock may run a little ahead, up to the
+/// protocol's skew). So a folded ledger's epoch is always older than the
+/// retention, and a count naming it can never pass for a new ledger's.
+pub fn active_at(tap: &Tap, ledger: &Ledger) -> u64 {
+    tap.at_ms.max(ledger.epoch)
 }
 
 /// A new ledger's epoch: the time it starts, above [`LEGACY_EPOCH`].
@@ -402,6 +430,7 @@ mod tests {
             limit: MAX_LOVE_STEP,
             may_create: true,
             at_ms: EPOCH,
+            fresh_after_ms: EPOCH - 1000,
         }
     }
 
@@ -452,6 +481,23 @@ mod tests {
         // Another ledger's count, or one for a ledger not kept: folded.
         check(Some((7, 10)), Tap { epoch: 6, ..tap(15) }, Decision::Folded);
         check(None, Tap { epoch: 6, ..tap(15) }, Decision::Folded);
+        check(None, Tap { epoch: EPOCH - 1000, ..tap(5) }, Decision::Folded);
+        // A fresh epoch cannot have been folded: it starts a ledger, in
+        // place of an older one.
+        let fresh = EPOCH - 999;
+        check(
+            None,
+            Tap { epoch: fresh, ..tap(5) },
+            Decision::Count { added: 5, ledger: keep(fresh, 5), created: true },
+        );
+        check(
+            Some((7, 10)),
+            Tap { epoch: fresh, ..tap(5) },
+            Decision::Count { added: 5, ledger: keep(fresh, 5), created: true },
+        );
+        check(Some((EPOCH, 10)), Tap { epoch: fresh, ..tap(5) }, Decision::Folded);
+        check(None, Tap { epoch: fresh, may_create: false, ..tap(5) }, Decision::NoLedger);
+        check(None, Tap { epoch: fresh, ..tap(51) }, Decision::TooBig { last: 0 });
         // No ledger: a new one, quota permitting; nothing for a count of 0.
         check(None, tap(0), Decision::Count { added: 0, ledger: None, created: false });
         check(None, tap(3), Decision::Count { added: 3, ledger: keep(EPOCH, 3), created: true });

@@ -54,8 +54,9 @@ const ACTIVE: &str = "heartsync:love:active";
 /// the ledger hash of tap i's room (field: client, value `epoch:last`, or
 /// only `last` for a ledger from before epochs, epoch 1). ARGV\[1\] is
 /// `MAX_LOVE_STEP`; then each tap gives its room, client, count, epoch,
-/// limit, whether it may start a ledger (1 or 0) and its time (a new
-/// ledger's epoch). Returns, per tap, `{code, a, total, epoch, created}`:
+/// limit, whether it may start a ledger (1 or 0), its time (the epoch of a
+/// new ledger it names none for) and the time after which a named epoch
+/// cannot have been folded. Returns, per tap, `{code, a, total, epoch, created}`:
 /// code 1 counted (a: added), 0 too big (a: last), 2 folded, 3 no ledger.
 /// Counts and epochs are at most 2^53 (the protocol refuses more), so
 /// Lua's doubles hold them exactly; epochs are compared as text. A replay
@@ -71,49 +72,64 @@ local function count(room, added)
   return total(room)
 end
 for i = 1, #KEYS - 2 do
-  local a = 1 + 7 * (i - 1)
+  local a = 1 + 8 * (i - 1)
   local room, client, seq_text, epoch = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local seq, limit = tonumber(seq_text), tonumber(ARGV[a + 5])
   local may_create, at = ARGV[a + 6] == '1', ARGV[a + 7]
+  local fresh = epoch ~= '0' and tonumber(epoch) > tonumber(ARGV[a + 8])
   local ledgers = KEYS[i + 2]
   local member = room .. ' ' .. client
   local row = redis.call('HGET', ledgers, client)
+  local row_epoch, last_text = nil, nil
   if row then
     local colon = string.find(row, ':', 1, true)
-    local row_epoch, last_text = '1', row
+    row_epoch, last_text = '1', row
     if colon then
       row_epoch, last_text = string.sub(row, 1, colon - 1), string.sub(row, colon + 1)
     end
-    if epoch == '0' or epoch == row_epoch then
-      local last = tonumber(last_text)
-      local added = seq - last
-      if added < 0 then added = 0 end
-      if added > limit then
-        out[i] = {0, last, 0, 0, 0}
-      else
-        if added > 0 then
-          redis.call('HSET', ledgers, client, row_epoch .. ':' .. seq_text)
-          redis.call('ZADD', KEYS[2], at, member)
-        end
-        out[i] = {1, added, count(room, added), tonumber(row_epoch), 0}
-      end
+  end
+  local start = false
+  if row and (epoch == '0' or epoch == row_epoch) then
+    local last = tonumber(last_text)
+    local added = seq - last
+    if added < 0 then added = 0 end
+    if added > limit then
+      out[i] = {0, last, 0, 0, 0}
     else
-      out[i] = {2, 0, total(room), 0, 0}
+      if added > 0 then
+        redis.call('HSET', ledgers, client, row_epoch .. ':' .. seq_text)
+        local active = at
+        if tonumber(row_epoch) > tonumber(at) then active = row_epoch end
+        redis.call('ZADD', KEYS[2], active, member)
+      end
+      out[i] = {1, added, count(room, added), tonumber(row_epoch), 0}
     end
-  elseif epoch ~= '0' then
+  elseif row and fresh and tonumber(epoch) > tonumber(row_epoch) then
+    start = true
+  elseif row or (epoch ~= '0' and not fresh) then
     out[i] = {2, 0, total(room), 0, 0}
   elseif seq == 0 then
     out[i] = {1, 0, total(room), 0, 0}
-  elseif not may_create then
-    out[i] = {3, 0, 0, 0, 0}
-  elseif seq <= max_step and seq > limit then
-    out[i] = {0, 0, 0, 0, 0}
   else
-    local added = seq
-    if seq > max_step then added = 0 end
-    redis.call('HSET', ledgers, client, at .. ':' .. seq_text)
-    redis.call('ZADD', KEYS[2], at, member)
-    out[i] = {1, added, count(room, added), tonumber(at), 1}
+    start = true
+  end
+  if start then
+    local new_epoch = epoch
+    if epoch == '0' then new_epoch = at end
+    if not may_create then
+      out[i] = {3, 0, 0, 0, 0}
+    elseif seq > limit and not (epoch == '0' and seq > max_step) then
+      out[i] = {0, 0, 0, 0, 0}
+    else
+      local added = seq
+      if epoch == '0' and seq > max_step then added = 0 end
+      redis.call('HSET', ledgers, client, new_epoch .. ':' .. seq_text)
+      -- Active at the later of now and its epoch (see super::active_at).
+      local active = at
+      if tonumber(new_epoch) > tonumber(at) then active = new_epoch end
+      redis.call('ZADD', KEYS[2], active, member)
+      out[i] = {1, added, count(room, added), tonumber(new_epoch), 1}
+    end
   end
 end
 return out
@@ -294,7 +310,8 @@ impl LoveBackend for RedisLove {
                     .arg(tap.epoch)
                     .arg(tap.limit)
                     .arg(u8::from(tap.may_create))
-                    .arg(new_epoch(tap.at_ms));
+                    .arg(new_epoch(tap.at_ms))
+                    .arg(tap.fresh_after_ms);
             }
             invocation.invoke(connection)
         })?;

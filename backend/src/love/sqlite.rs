@@ -9,7 +9,9 @@
 //! when it last had love; an index on the last makes folding the idle ones
 //! (`--love-retention`) a range delete.
 
-use super::{Decision, LEGACY_EPOCH, Ledger, LoveBackend, StoreError, Tap, TapOutcome, decide};
+use super::{
+    Decision, LEGACY_EPOCH, Ledger, LoveBackend, StoreError, Tap, TapOutcome, active_at, decide,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 use shared::RoomName;
 use std::path::Path;
@@ -123,7 +125,7 @@ impl LoveBackend for SqliteLove {
                                 client,
                                 to_sql(ledger.epoch),
                                 to_sql(ledger.last),
-                                to_sql(tap.at_ms)
+                                to_sql(active_at(tap, &ledger))
                             ])?;
                         }
                         let total = if added > 0 {
@@ -202,6 +204,7 @@ mod tests {
             limit: shared::protocol::MAX_LOVE_STEP,
             may_create: true,
             at_ms: EPOCH,
+            fresh_after_ms: EPOCH - 1000,
         }
     }
 
@@ -254,15 +257,23 @@ mod tests {
         let room = RoomName::parse("r").unwrap();
         assert_eq!(store.total(&room).unwrap(), 7, "folding keeps the total");
         // A resend naming the folded ledger counts nothing...
-        let resend = Tap { epoch: EPOCH, at_ms: EPOCH + 99, ..tap("r", "client-a", 5) };
+        // (The retention is 50 ms: an epoch at or before EPOCH + 49 may
+        // have been folded.)
+        let after = |seq, epoch| Tap {
+            epoch,
+            at_ms: EPOCH + 99,
+            fresh_after_ms: EPOCH + 49,
+            ..tap("r", "client-a", seq)
+        };
+        let resend = after(5, EPOCH);
         assert_eq!(store.apply(&[resend]).unwrap(), vec![TapOutcome::Folded { total: 7 }]);
         // ...and the client's new ledger counts only what is new.
-        let fresh = Tap { at_ms: EPOCH + 99, ..tap("r", "client-a", 1) };
+        let fresh = after(1, 0);
         assert_eq!(
             store.apply(&[fresh]).unwrap(),
             vec![TapOutcome::Counted { added: 1, total: 8, epoch: EPOCH + 99, created: true }]
         );
-        let stale = Tap { epoch: EPOCH, at_ms: EPOCH + 99, ..tap("r", "client-a", 5) };
+        let stale = after(5, EPOCH);
         assert_eq!(store.apply(&[stale]).unwrap(), vec![TapOutcome::Folded { total: 8 }]);
     }
 

@@ -97,6 +97,9 @@ impl<S: Socket> Handler<S> {
                     bounds.holds_ledger
                 }
             };
+        // Whole milliseconds of a clock after 1970.
+        let at_ms = self.state.clock.now_ms().max(0.0) as u64;
+        let retention_ms = u64::try_from(config.love_retention.as_millis()).unwrap_or(u64::MAX);
         let tap = Tap {
             room: self.membership.name.clone(),
             client: self.client_id.clone(),
@@ -104,8 +107,8 @@ impl<S: Socket> Handler<S> {
             epoch: count.epoch,
             limit,
             may_create,
-            // Whole milliseconds of a clock after 1970.
-            at_ms: self.state.clock.now_ms().max(0.0) as u64,
+            at_ms,
+            fresh_after_ms: at_ms.saturating_sub(retention_ms),
         };
         let answer: TapAnswer = Box::pin(async move {
             let outcome = store.tap(tap).await;

@@ -11,10 +11,15 @@
 //! taps, so a long burst goes out in steps, each sent once the previous one
 //! is acknowledged.
 //!
-//! Counts belong to a ledger, which the server names (its `epoch`) in its
-//! first acknowledgement. A server keeps a ledger only while its client
-//! comes back now and then; an idle one is folded into the room's total,
-//! and the next count the client sends in it is answered `love_folded`.
+//! Counts belong to a ledger, named by its `epoch`: the server's clock when
+//! it started, which the client proposes with its first count (from its
+//! synced clock; before the first sync it names none and the server's
+//! first acknowledgement names it). A server keeps a ledger only while its
+//! client comes back now and then; an idle one is folded into the room's
+//! total, and the next count the client sends in it is answered
+//! `love_folded`. A ledger's epoch is never older than the server's
+//! retention while the ledger can be new, so even the first count of a
+//! ledger, resent after a fold, is recognised.
 //! The client then starts a new ledger holding only the taps that cannot be
 //! in the total: those never sent, and those sent only on the connection
 //! that was told (the server answers a connection's counts in order, so the
@@ -114,6 +119,22 @@ impl Love {
         self.epoch
     }
 
+    /// The epoch to send with a count: the ledger's, or for a new ledger
+    /// (nothing acknowledged in it yet), one proposed from `server_now_ms`,
+    /// the server's clock as synced (`None` before the first sync: the
+    /// count then names no ledger, and the ack names it). Once proposed, it
+    /// is the ledger's.
+    pub fn epoch_to_send(&mut self, server_now_ms: Option<f64>) -> u64 {
+        if self.epoch == 0
+            && self.acked == 0
+            && let Some(now) = server_now_ms.filter(|now| *now >= 2.0 && now.is_finite())
+        {
+            // Whole milliseconds; the protocol's largest count bounds it.
+            self.epoch = (now as u64).min(crate::protocol::MAX_LOVE_SEQ);
+        }
+        self.epoch
+    }
+
     /// Taps not yet acknowledged.
     pub fn pending(&self) -> u64 {
         self.taps.saturating_sub(self.acked)
@@ -142,7 +163,7 @@ impl Love {
     }
 
     /// The `seq` to send now (local time `now`), if any, noting it as sent.
-    /// It goes with [`Self::epoch`].
+    /// It goes with [`Self::epoch_to_send`].
     pub fn due(&mut self, now: f64) -> Option<u64> {
         let seq = self.next_seq();
         if seq <= self.acked {
@@ -418,6 +439,22 @@ mod tests {
         let mut love = Love::new(u64::MAX, u64::MAX - 10);
         assert_eq!(love.due(0.0), Some(u64::MAX));
         assert_eq!(love.shown_total(), 10);
+    }
+
+    #[test]
+    fn a_new_ledger_is_named_from_the_synced_clock_once() {
+        let mut love = Love::new(0, 0);
+        love.tap();
+        assert_eq!(love.epoch_to_send(None), 0, "not synced: no name yet");
+        assert_eq!(love.epoch_to_send(Some(1.7e12 + 0.5)), 1_700_000_000_000);
+        assert_eq!(love.epoch_to_send(Some(1.8e12)), 1_700_000_000_000, "named once");
+        // A client whose count the server acknowledged before epochs keeps
+        // naming none until an ack names its ledger.
+        let mut legacy = Love::new(5, 5);
+        assert_eq!(legacy.epoch_to_send(Some(1.7e12)), 0);
+        // Nor can a hostile clock push it past what the protocol takes.
+        let mut love = Love::new(0, 0);
+        assert_eq!(love.epoch_to_send(Some(f64::MAX)), crate::protocol::MAX_LOVE_SEQ);
     }
 
     #[test]

@@ -281,7 +281,8 @@ impl Session {
             self.next_report = (self.next_report + period).max(now + period / 2.0);
         }
         if let Some(seq) = self.love.due(now) {
-            send.push(ClientMessage::Love { seq, epoch: self.love.epoch() });
+            let epoch = self.love.epoch_to_send(self.clock.server_time(now));
+            send.push(ClientMessage::Love { seq, epoch });
         }
         Ok(send)
     }

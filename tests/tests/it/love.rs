@@ -201,9 +201,10 @@ pub(crate) async fn a_resend_across_a_fold_counts_once(urls: [String; 2]) {
         core.tap();
     }
     let seq = core.due(0.0).expect("three taps to send");
-    let ack = love_in(&mut client, seq, core.epoch()).await.expect("love acknowledged");
-    assert_eq!((ack.seq, ack.total), (3, 3));
-    assert_ne!(ack.epoch, 0, "the first ack names the ledger");
+    // The client names its new ledger from its (here: the test's) clock.
+    let epoch = core.epoch_to_send(Some(tests::now_ms()));
+    let ack = love_in(&mut client, seq, epoch).await.expect("love acknowledged");
+    assert_eq!((ack.seq, ack.total, ack.epoch), (3, 3, epoch), "the ledger is the one named");
     core.acknowledged(ack);
     let first_epoch = core.epoch();
     // Two more taps go out and are committed, but the connection drops
@@ -211,7 +212,9 @@ pub(crate) async fn a_resend_across_a_fold_counts_once(urls: [String; 2]) {
     core.tap();
     core.tap();
     let seq = core.due(1_000.0).expect("two taps to send");
-    client.send(&ClientMessage::Love { seq, epoch: core.epoch() }).await;
+    client
+        .send(&ClientMessage::Love { seq, epoch: core.epoch_to_send(Some(tests::now_ms())) })
+        .await;
     let (mut watcher, _, _) = Client::join(&urls[1]).await.expect("join");
     watcher
         .consensus_where(PATIENCE, |c| c.love == 5)
@@ -228,7 +231,9 @@ pub(crate) async fn a_resend_across_a_fold_counts_once(urls: [String; 2]) {
     core.connected();
     let seq = core.due(100_000.0).expect("the unacknowledged taps go again");
     assert_eq!(seq, 6);
-    let folded = match love_answer(&mut client, seq, core.epoch()).await.expect("an answer") {
+    let epoch = core.epoch_to_send(Some(tests::now_ms()));
+    assert_eq!(epoch, first_epoch);
+    let folded = match love_answer(&mut client, seq, epoch).await.expect("an answer") {
         ServerMessage::LoveFolded(folded) => folded,
         other => panic!("expected love_folded, got {other:?}"),
     };
@@ -237,7 +242,8 @@ pub(crate) async fn a_resend_across_a_fold_counts_once(urls: [String; 2]) {
     assert_eq!((core.epoch(), core.taps(), core.acked()), (0, 1, 0));
     // The new ledger carries only the tap the fold refused.
     let seq = core.due(200_000.0).expect("the refused tap");
-    let ack = love_in(&mut client, seq, core.epoch()).await.expect("love acknowledged");
+    let epoch = core.epoch_to_send(Some(tests::now_ms()));
+    let ack = love_in(&mut client, seq, epoch).await.expect("love acknowledged");
     assert_eq!((ack.seq, ack.total), (1, 6), "every tap counted exactly once");
     assert!(ack.epoch > first_epoch, "a new ledger, named anew");
     core.acknowledged(ack);
