@@ -397,7 +397,7 @@ mod tests {
     use crate::client::link::{CONNECT_TIMEOUT_MS, SILENCE_MS};
     use crate::client::love::{BATCH_MS, FIRST_RESEND_MS};
     use crate::client::sync::CLOCK_SAMPLES;
-    use crate::{Consensus, ErrorCode, LoveAck, TimeReply, Welcome};
+    use crate::{Consensus, ErrorCode, LoveAck, LoveFolded, TimeReply, Welcome};
     use proptest::prelude::*;
 
     fn session() -> Session {
@@ -512,6 +512,31 @@ mod tests {
         s.receive(consensus(11), 10.0);
         assert_eq!(s.take_bursts(), (0, 0));
         assert_eq!((s.view().love_shown, s.view().love_pending), (11, 0));
+    }
+
+    #[test]
+    fn a_synced_client_names_its_ledger_and_starts_another_when_it_is_folded() {
+        let mut s = open_session();
+        let love = |sent: Result<Vec<ClientMessage>, Stuck>| -> Vec<ClientMessage> {
+            let sent = sent.expect("not stuck");
+            sent.into_iter().filter(|m| matches!(m, ClientMessage::Love { .. })).collect()
+        };
+        // One clock sample: the server's clock is local + 1e12.
+        s.receive(ServerMessage::Time(TimeReply { t0: 0.0, server_time: 1e12 + 5.0 }), 10.0);
+        s.tap();
+        let epoch = 1_000_000_000_020;
+        assert_eq!(love(s.poll(20.0)), vec![ClientMessage::Love { seq: 1, epoch }]);
+        let ack = s.receive(ServerMessage::LoveAck(LoveAck { seq: 1, total: 1, epoch }), 30.0);
+        assert!(ack.acked_changed);
+        s.tap();
+        assert_eq!(love(s.poll(200.0)), vec![ClientMessage::Love { seq: 2, epoch }]);
+        // The ledger was folded: the tap sent on this connection (answered
+        // in order) starts a new ledger, named from the clock.
+        let folded = LoveFolded { epoch, seq: 2, total: 1 };
+        let reaction = s.receive(ServerMessage::LoveFolded(folded), 300.0);
+        assert!(reaction.acked_changed, "the page persists the new ledger");
+        assert_eq!((s.love().taps(), s.love().acked(), s.love().epoch()), (1, 0, 0));
+        assert_eq!(love(s.poll(400.0)), vec![ClientMessage::Love { seq: 1, epoch: epoch + 380 }]);
     }
 
     #[test]
