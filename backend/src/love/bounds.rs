@@ -15,13 +15,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// A connection's love budget: a token bucket of taps.
+/// A connection's love budget: a token bucket of taps. Its rate and burst
+/// are the server's (`--love-rate`, `--love-burst`), passed in rather than
+/// kept, so that each connection holds only what is its own.
 #[derive(Debug, Clone)]
 pub struct LoveBudget {
-    /// Taps that come back a second.
-    per_second: f64,
-    /// The most the bucket holds.
-    burst: f64,
     /// Taps in the bucket as of `at`.
     tokens: f64,
     /// When `tokens` was last brought up to date.
@@ -29,16 +27,17 @@ pub struct LoveBudget {
 }
 
 impl LoveBudget {
-    /// A full bucket of `burst` taps, refilled at `per_second`.
-    pub fn new(per_second: u32, burst: u32, now: Instant) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self { per_second: f64::from(per_second), burst, tokens: burst, at: now }
+    /// A full bucket of `burst` taps.
+    pub fn new(burst: u32, now: Instant) -> Self {
+        Self { tokens: f64::from(burst.max(1)), at: now }
     }
 
-    /// The whole taps the connection may add now.
-    pub fn available(&mut self, now: Instant) -> u64 {
+    /// The whole taps the connection may add now, refilled at `per_second`
+    /// up to `burst`.
+    pub fn available(&mut self, now: Instant, per_second: u32, burst: u32) -> u64 {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        let burst = f64::from(burst.max(1));
+        self.tokens = (self.tokens + elapsed * f64::from(per_second)).min(burst);
         self.at = now;
         // In [0, burst], so the cast neither wraps nor saturates.
         self.tokens.floor() as u64
@@ -133,16 +132,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_adds_its_burst_then_its_rate() {
         let start = Instant::now();
-        let mut budget = LoveBudget::new(20, 100, start);
-        assert_eq!(budget.available(start), 100);
+        let mut budget = LoveBudget::new(100, start);
+        let available = |budget: &mut LoveBudget| budget.available(Instant::now(), 20, 100);
+        assert_eq!(available(&mut budget), 100);
         budget.spend(100);
-        assert_eq!(budget.available(start), 0);
+        assert_eq!(available(&mut budget), 0);
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert_eq!(budget.available(Instant::now()), 10, "20 a second");
+        assert_eq!(available(&mut budget), 10, "20 a second");
         budget.spend(50);
-        assert_eq!(budget.available(Instant::now()), 0, "spending more than there is empties it");
+        assert_eq!(available(&mut budget), 0, "spending more than there is empties it");
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(budget.available(Instant::now()), 100, "never more than the burst");
+        assert_eq!(available(&mut budget), 100, "never more than the burst");
     }
 
     #[tokio::test(start_paused = true)]

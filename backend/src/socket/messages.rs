@@ -82,10 +82,8 @@ impl<S: Socket> Handler<S> {
         let config = &self.state.config;
         let now = self.state.clock.now();
         let bounds = &mut self.love.bounds;
-        let budget = bounds
-            .budget
-            .get_or_insert_with(|| LoveBudget::new(config.love_rate, config.love_burst, now));
-        let limit = budget.available(now).min(MAX_LOVE_STEP);
+        let budget = bounds.budget.get_or_insert_with(|| LoveBudget::new(config.love_burst, now));
+        let limit = budget.available(now, config.love_rate, config.love_burst).min(MAX_LOVE_STEP);
         // A new ledger comes out of the address's quota, taken before the
         // store knows whether one is needed and given back if it was not.
         let may_create = bounds.ledger_known
