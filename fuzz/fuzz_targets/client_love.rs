@@ -100,7 +100,7 @@ impl Server {
             return Answer::Refused;
         }
         match self.ledger {
-            Some((current, last, _)) if epoch == 0 || epoch == current => {
+            Some((current, last, _)) if epoch == 0 || epoch == current || fresh => {
                 let added = seq.saturating_sub(last);
                 if added > MAX_LOVE_STEP {
                     return Answer::Refused;
@@ -111,7 +111,6 @@ impl Server {
                 self.counted += added;
                 Answer::Ack(LoveAck { seq, total: self.total(), epoch: current })
             }
-            Some((current, _, _)) if fresh && epoch > current => self.start(seq, epoch),
             Some(_) => Answer::Folded(LoveFolded { epoch, seq, total: self.total() }),
             None if epoch != 0 && !fresh => {
                 Answer::Folded(LoveFolded { epoch, seq, total: self.total() })

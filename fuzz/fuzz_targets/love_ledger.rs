@@ -9,8 +9,8 @@
 //! its ledger (within the tap's limit), a replay adds nothing, a count
 //! naming a ledger that is not kept and may have been (its epoch is older
 //! than the retention) is answered folded and counts nothing, a newer epoch
-//! starts a ledger, and a client naming none without a ledger starts one
-//! (quota permitting). The invariant: the room's total is, over the
+//! counts in the client's ledger or starts one, and a client naming none
+//! without a ledger starts one (quota permitting). The invariant: the room's total is, over the
 //! clients, the taps counted in each ledger they had (its highest counted
 //! `seq` less where it started), folded ones included; never more. So a
 //! resend across a fold never counts twice.
@@ -135,11 +135,6 @@ struct Client {
     sent: u64,
     /// Taps counted in its current ledger.
     counted: u64,
-    /// Taps counted in the ledger before the current one (scratch, for a
-    /// replacement).
-    counted_before: u64,
-    /// Taps counted in ledgers replaced by a newer one.
-    replaced: u64,
 }
 
 /// The rule, restated: what `tap` should do to `client`, applied to the
@@ -147,7 +142,7 @@ struct Client {
 fn expect(client: &mut Client, tap: &Tap, total: &mut u64) -> TapOutcome {
     let fresh = tap.epoch != 0 && tap.epoch > tap.fresh_after_ms;
     match client.ledger {
-        Some(ledger) if tap.epoch == 0 || tap.epoch == ledger.epoch => {
+        Some(ledger) if tap.epoch == 0 || tap.epoch == ledger.epoch || fresh => {
             let added = tap.seq.saturating_sub(ledger.last);
             if added > tap.limit {
                 return TapOutcome::TooBig { last: ledger.last };
@@ -159,15 +154,6 @@ fn expect(client: &mut Client, tap: &Tap, total: &mut u64) -> TapOutcome {
             *total += added;
             client.counted += added;
             TapOutcome::Counted { added, total: *total, epoch: ledger.epoch, created: false }
-        }
-        Some(ledger) if fresh && tap.epoch > ledger.epoch => {
-            let outcome = start(client, tap, total);
-            if matches!(outcome, TapOutcome::Counted { .. }) {
-                // The older ledger is replaced; its taps stay in the total.
-                client.replaced += client.counted_before;
-                client.old.push(ledger.epoch);
-            }
-            outcome
         }
         Some(_) => TapOutcome::Folded { total: *total },
         None if tap.epoch != 0 && !fresh => TapOutcome::Folded { total: *total },
@@ -191,7 +177,6 @@ fn start(client: &mut Client, tap: &Tap, total: &mut u64) -> TapOutcome {
     // A count over the step from a client naming no ledger, without one,
     // starts the ledger there, counting nothing.
     let added = if !named && tap.seq > MAX_LOVE_STEP { 0 } else { tap.seq };
-    client.counted_before = client.counted;
     // Active at the later of now and its epoch (a proposal may run ahead).
     client.ledger = Some(Model { epoch, last: tap.seq, active: tap.at_ms.max(epoch) });
     client.counted = added;
@@ -317,11 +302,11 @@ fuzz_target!(|input: Input| {
         // A new ledger's epoch is the clock: it moves on at least a tick
         // per step, so two ledgers never share one.
         ledger.now += 1;
-        let counted: u64 = clients.iter().map(|c| c.counted + c.replaced).sum();
+        let counted: u64 = clients.iter().map(|c| c.counted).sum();
         assert_eq!(total, counted + folded_taps, "the total is every ledger's taps, once");
     }
     commit(&mut ledger.store, &mut group, &mut clients, &mut total);
-    let counted: u64 = clients.iter().map(|c| c.counted + c.replaced).sum();
+    let counted: u64 = clients.iter().map(|c| c.counted).sum();
     let stored = ledger.store.total(&room).expect("the store reads");
     assert_eq!(stored, counted + folded_taps, "the stored total, read back");
 });

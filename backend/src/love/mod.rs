@@ -112,16 +112,19 @@ pub enum Decision {
 
 /// The rule: how `tap` changes the client's `ledger` (`None`: it has none).
 ///
-/// - A tap naming the client's ledger (or naming none: epoch 0) adds what
-///   is new since its last count, at most the tap's limit; a replay adds 0.
-/// - A tap naming a ledger the server does not keep is refused as folded:
-///   its taps are in the total already, and counting them again is what
-///   this prevents. An epoch is the server's clock when its ledger started
-///   (the client proposes it from its synced clock), and a ledger is folded
-///   only after a retention without love, so a named epoch no older than
-///   the retention (`fresh_after_ms`) cannot have been folded: it starts
-///   the client's new ledger (quota permitting), replacing an older one
-///   (a client whose storage was cleared starts again).
+/// - A tap naming the client's ledger, or none (epoch 0), or a new one (an
+///   epoch younger than the retention, which a client proposes for a new
+///   ledger), counts in the ledger the client has: what is new since its
+///   last count, at most the tap's limit; a replay adds 0. The ack names
+///   that ledger, and a client whose proposal it was not takes it (its
+///   first count went there before it could hear so, or its storage was
+///   cleared).
+/// - A tap naming an older ledger the server does not keep is refused as
+///   folded: its taps are in the total already, and counting them again is
+///   what this prevents. A ledger is folded only after a retention without
+///   love (and is active at least until its epoch), so an epoch younger
+///   than the retention cannot be a folded ledger's: without a ledger, it
+///   starts one (quota permitting).
 /// - A tap naming none from a client without a ledger starts one (quota
 ///   permitting) whose epoch is the tap's time: a protocol v1 client. A
 ///   count above [`MAX_LOVE_STEP`] there can only come from such a client
@@ -130,7 +133,7 @@ pub enum Decision {
 pub fn decide(ledger: Option<Ledger>, tap: &Tap) -> Decision {
     let fresh = tap.epoch > tap.fresh_after_ms;
     match ledger {
-        Some(ledger) if tap.epoch == 0 || tap.epoch == ledger.epoch => {
+        Some(ledger) if tap.epoch == 0 || tap.epoch == ledger.epoch || fresh => {
             let added = tap.seq.saturating_sub(ledger.last);
             if added > tap.limit {
                 return Decision::TooBig { last: ledger.last };
@@ -138,7 +141,6 @@ pub fn decide(ledger: Option<Ledger>, tap: &Tap) -> Decision {
             let ledger = Ledger { epoch: ledger.epoch, last: ledger.last.max(tap.seq) };
             Decision::Count { added, ledger: Some(ledger), created: false }
         }
-        Some(ledger) if fresh && tap.epoch > ledger.epoch => start(tap),
         Some(_) => Decision::Folded,
         None if tap.epoch != 0 && !fresh => Decision::Folded,
         None if tap.seq == 0 => Decision::Count { added: 0, ledger: None, created: false },
@@ -482,8 +484,8 @@ mod tests {
         check(Some((7, 10)), Tap { epoch: 6, ..tap(15) }, Decision::Folded);
         check(None, Tap { epoch: 6, ..tap(15) }, Decision::Folded);
         check(None, Tap { epoch: EPOCH - 1000, ..tap(5) }, Decision::Folded);
-        // A fresh epoch cannot have been folded: it starts a ledger, in
-        // place of an older one.
+        // A fresh epoch cannot have been folded: it starts a ledger, or
+        // counts in the one the client has (whose epoch the ack names).
         let fresh = EPOCH - 999;
         check(
             None,
@@ -492,10 +494,14 @@ mod tests {
         );
         check(
             Some((7, 10)),
-            Tap { epoch: fresh, ..tap(5) },
-            Decision::Count { added: 5, ledger: keep(fresh, 5), created: true },
+            Tap { epoch: fresh, ..tap(15) },
+            Decision::Count { added: 5, ledger: keep(7, 15), created: false },
         );
-        check(Some((EPOCH, 10)), Tap { epoch: fresh, ..tap(5) }, Decision::Folded);
+        check(
+            Some((7, 10)),
+            Tap { epoch: fresh, ..tap(5) },
+            Decision::Count { added: 0, ledger: keep(7, 10), created: false },
+        );
         check(None, Tap { epoch: fresh, may_create: false, ..tap(5) }, Decision::NoLedger);
         check(None, Tap { epoch: fresh, ..tap(51) }, Decision::TooBig { last: 0 });
         // No ledger: a new one, quota permitting; nothing for a count of 0.

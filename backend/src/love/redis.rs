@@ -89,7 +89,7 @@ for i = 1, #KEYS - 2 do
     end
   end
   local start = false
-  if row and (epoch == '0' or epoch == row_epoch) then
+  if row and (epoch == '0' or epoch == row_epoch or fresh) then
     local last = tonumber(last_text)
     local added = seq - last
     if added < 0 then added = 0 end
@@ -104,8 +104,6 @@ for i = 1, #KEYS - 2 do
       end
       out[i] = {1, added, count(room, added), tonumber(row_epoch), 0}
     end
-  elseif row and fresh and tonumber(epoch) > tonumber(row_epoch) then
-    start = true
   elseif row or (epoch ~= '0' and not fresh) then
     out[i] = {2, 0, total(room), 0, 0}
   elseif seq == 0 then

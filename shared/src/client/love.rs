@@ -204,12 +204,14 @@ impl Love {
     /// people the new total reveals.
     pub fn acknowledged(&mut self, ack: LoveAck) -> u64 {
         if ack.epoch != 0 && ack.epoch != self.epoch {
-            if self.epoch != 0 {
+            if self.epoch != 0 && self.acked > 0 {
                 // An answer about another ledger (one given up): its count
                 // is not ours to take; its total is still news.
                 return self.observe_total(ack.total);
             }
-            // The server names the ledger our counts went to.
+            // The server names the ledger our counts went to: ours was
+            // unnamed, or only proposed (the server kept the ledger our
+            // first count started before we could hear of it).
             self.epoch = ack.epoch;
         }
         if ack.seq > self.acked {
@@ -505,6 +507,12 @@ mod tests {
         // Nor does an ack about a ledger given up.
         love.acknowledged(LoveAck { seq: 40, total: 9, epoch: EPOCH - 1 });
         assert_eq!((love.epoch(), love.acked()), (EPOCH, 5));
+        // But a proposal nothing was acknowledged in yields to the server's
+        // ledger (a first count that went there before a reload).
+        let mut reloaded = Love::new(3, 0);
+        assert_eq!(reloaded.epoch_to_send(Some(EPOCH as f64 + 50.0)), EPOCH + 50);
+        reloaded.acknowledged(LoveAck { seq: 3, total: 3, epoch: EPOCH });
+        assert_eq!((reloaded.epoch(), reloaded.acked()), (EPOCH, 3));
         // A client whose server never named a ledger ignores folds.
         let mut old = Love::new(3, 3);
         assert_eq!(old.folded(LoveFolded { epoch: EPOCH, seq: 3, total: 3 }), 0);

@@ -3,8 +3,8 @@
 //! (an instance killed, Redis stopped or killed, a bad Redis at start).
 
 use crate::love::{
-    Ack, a_resend_across_a_fold_counts_once, concurrent_tappers_and_separate_rooms, love,
-    ordered_acks_and_replays,
+    Ack, a_first_count_resent_after_a_fold_counts_once, a_resend_across_a_fold_counts_once,
+    concurrent_tappers_and_separate_rooms, love, ordered_acks_and_replays,
 };
 use anyhow::{Context, ensure};
 use shared::{ClientMessage, Consensus, PhaseReport, ServerMessage, wrap};
@@ -343,6 +343,8 @@ async fn redis_love_a_resend_across_a_fold_on_another_instance_is_never_counted_
     let cluster = Cluster::start(2, &["--love-retention", "1s"]).await.expect("cluster");
     let url = |i: usize| format!("ws://{}/ws/faithful?client_id=faithful-1", cluster.addrs[i]);
     a_resend_across_a_fold_counts_once([url(0), url(1)]).await;
+    let url = |i: usize| format!("ws://{}/ws/faithful?client_id=first-timer", cluster.addrs[i]);
+    a_first_count_resent_after_a_fold_counts_once([url(0), url(1)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -267,3 +267,51 @@ async fn a_resend_across_a_fold_is_never_counted_twice() {
     let url = server.ws_url("/ws/faithful?client_id=faithful-1");
     a_resend_across_a_fold_counts_once([url.clone(), url]).await;
 }
+
+/// A new client's first count is committed but its ack lost, and its
+/// ledger folded before it comes back (at `urls[1]`): the resend names the
+/// epoch the client proposed, which is older than the retention by then,
+/// so it is answered `love_folded` and the taps are counted once.
+pub(crate) async fn a_first_count_resent_after_a_fold_counts_once(urls: [String; 2]) {
+    let mut core = Love::new(0, 0);
+    let (mut client, _, first) = Client::join(&urls[0]).await.expect("join");
+    let before = first.love;
+    core.tap();
+    core.tap();
+    let seq = core.due(0.0).expect("two taps to send");
+    let epoch = core.epoch_to_send(Some(tests::now_ms()));
+    client.send(&ClientMessage::Love { seq, epoch }).await;
+    let (mut watcher, _, _) = Client::join(&urls[1]).await.expect("join");
+    watcher
+        .consensus_where(PATIENCE, |c| c.love == before + 2)
+        .await
+        .expect("the first count is counted, though its ack is never read");
+    client.close().await;
+
+    ledger_folded(&urls[0], 2, epoch).await;
+
+    let (mut client, _, _) = Client::join(&urls[1]).await.expect("join again");
+    core.connected();
+    let seq = core.due(100_000.0).expect("the unacknowledged taps go again");
+    let epoch = core.epoch_to_send(Some(tests::now_ms()));
+    match love_answer(&mut client, seq, epoch).await.expect("an answer") {
+        ServerMessage::LoveFolded(folded) => {
+            assert_eq!(folded.total, before + 2, "nothing counted again");
+            assert_eq!(core.folded(folded), 2, "given up: they were counted");
+        }
+        other => panic!("expected love_folded, got {other:?}"),
+    }
+    assert_eq!(core.pending(), 0);
+    watcher.consensus_where(PATIENCE, |c| c.love == before + 2).await.expect("counted once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_ledgers_first_count_resent_after_a_fold_is_never_counted_twice() {
+    let server = TestServer::start_with(|c| {
+        c.tick = Duration::from_millis(50);
+        c.love_retention = Duration::from_secs(1);
+    })
+    .await;
+    let url = server.ws_url("/ws/faithful?client_id=first-timer");
+    a_first_count_resent_after_a_fold_counts_once([url.clone(), url]).await;
+}
