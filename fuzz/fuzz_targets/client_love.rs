@@ -30,7 +30,8 @@ struct Input {
     /// when anything was acknowledged).
     taps: u16,
     acked: u16,
-    /// How long (ms) the server keeps an idle ledger.
+    /// How long (ms) past a second the server keeps an idle ledger (the
+    /// server refuses less than a second: a synced clock is well within it).
     retention: u16,
     ops: Vec<Op>,
 }
@@ -42,10 +43,11 @@ enum Op {
     /// The connection drops (counts the server took stay counted, answers
     /// not yet read are lost) and a new one is up.
     Connected,
-    /// Let this many milliseconds pass, then send what is due (naming a
-    /// new ledger from the server's clock if `synced`).
+    /// Let this many milliseconds pass, then send what is due if the clock
+    /// is `synced` (as the session does: love waits for the clock, and a
+    /// new ledger is named from it).
     Wait { ms: u16, synced: bool },
-    /// Send what is due at the moment `next_due` names.
+    /// Send what is due at the moment `next_due` names, if `synced`.
     AtNextDue { synced: bool },
     /// The server takes the oldest count in flight and answers it.
     Process,
@@ -147,6 +149,9 @@ fn check(love: &Love) {
 }
 
 fn send(love: &mut Love, now: f64, synced: bool, server: &mut Server) {
+    if !synced {
+        return;
+    }
     let before = (love.acked(), love.taps());
     let next = love.next_due();
     match love.due(now) {
@@ -155,8 +160,7 @@ fn send(love: &mut Love, now: f64, synced: bool, server: &mut Server) {
             assert!(seq <= before.0.saturating_add(MAX_LOVE_STEP), "a due count {seq} within the step");
             assert!(seq <= before.1, "a due count {seq} within the taps {}", before.1);
             assert!(next.is_some_and(|at| at <= now), "due at {now} though next_due said {next:?}");
-            let clock = synced.then_some(server.now as f64);
-            server.inbox.push_back((seq, love.epoch_to_send(clock)));
+            server.inbox.push_back((seq, love.epoch_to_send(Some(server.now as f64))));
         }
         None => assert!(next.is_none_or(|at| at > now), "nothing due at {now}, next_due {next:?}"),
     }
@@ -176,8 +180,8 @@ fn read(love: &mut Love, answer: Answer) -> u64 {
 
 fuzz_target!(|input: Input| {
     let acked = u64::from(input.acked);
-    let mut server =
-        Server { now: 1_000_000, retention: u64::from(input.retention), ..Server::default() };
+    let retention = 1_000 + u64::from(input.retention);
+    let mut server = Server { now: 1_000_000, retention, ..Server::default() };
     // A reloaded client whose acknowledged count is in a ledger the server
     // keeps (epoch 2); a client with nothing acknowledged has none yet.
     let mut love = if acked > 0 {

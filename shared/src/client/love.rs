@@ -518,4 +518,23 @@ mod tests {
         assert_eq!(old.folded(LoveFolded { epoch: EPOCH, seq: 3, total: 3 }), 0);
         assert_eq!(old.taps(), 3);
     }
+
+    #[test]
+    fn a_proposal_refused_as_stale_is_made_again_from_the_clock_keeping_its_taps() {
+        // Found by fuzzing: a proposal that waited longer than the
+        // retention before the server read it is answered love_folded.
+        // Nothing of it was counted (it went only on this connection), so
+        // its taps carry over, and the next proposal is from the clock
+        // now; falling back to naming no ledger would let a later fold
+        // count them twice.
+        let mut love = Love::new(0, 0);
+        love.tap();
+        assert_eq!(love.due(0.0), Some(1));
+        assert_eq!(love.epoch_to_send(Some(1_000.0)), 1_000);
+        let folded = LoveFolded { epoch: 1_000, seq: 1, total: 0 };
+        assert_eq!(love.folded(folded), 0, "nothing sent before");
+        assert_eq!((love.taps(), love.acked()), (1, 0), "the tap is kept");
+        assert_eq!(love.due(100.0), Some(1));
+        assert_eq!(love.epoch_to_send(Some(9_000.0)), 9_000, "a new proposal, from the clock");
+    }
 }
