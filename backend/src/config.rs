@@ -160,6 +160,36 @@ pub struct Config {
     #[arg(long, env = "HEARTSYNC_REDIS_UNSAFE_LOVE")]
     pub redis_unsafe_love: bool,
 
+    /// Love taps one connection may add a second, on average: a tap over
+    /// the budget is refused (`rate_limited`) and counts nothing. People
+    /// tap a few times a second at most.
+    #[arg(long, env = "HEARTSYNC_LOVE_RATE", default_value_t = 20)]
+    pub love_rate: u32,
+
+    /// Love taps one connection may add at once (the budget's burst), so a
+    /// pile of taps made offline goes in at once.
+    #[arg(long, env = "HEARTSYNC_LOVE_BURST", default_value_t = 100)]
+    pub love_burst: u32,
+
+    /// New love ledgers (a client id's first love in a room) one client
+    /// address (an IPv6 client is its /64) may start per
+    /// `--love-ledger-window`; over it a client's first love is refused
+    /// (`rate_limited`) and counts nothing. Like `--max-connections-per-ip`,
+    /// raise it for a crowd behind one NAT.
+    #[arg(long, env = "HEARTSYNC_LOVE_LEDGERS_PER_IP", default_value_t = 200)]
+    pub love_ledgers_per_ip: u32,
+
+    /// The window `--love-ledgers-per-ip` counts in.
+    #[arg(long, env = "HEARTSYNC_LOVE_LEDGER_WINDOW", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub love_ledger_window: Duration,
+
+    /// A client's love ledger in a room (its last count) is kept this long
+    /// after its last love message; then it is folded into the room's
+    /// total (which already holds its taps) and deleted, and a later count
+    /// in it is answered `love_folded`. At least one second.
+    #[arg(long, env = "HEARTSYNC_LOVE_RETENTION", default_value = "7days", value_parser = parse_retention)]
+    pub love_retention: Duration,
+
     /// Make rooms named `private-…` private: they admit only holders of a
     /// join token signed with `--token-secret`. Off, such rooms are refused.
     #[arg(long, env = "HEARTSYNC_PRIVATE_ROOMS")]
@@ -239,6 +269,16 @@ impl Default for Config {
     }
 }
 
+/// A retention: a humantime duration of at least a second (a shorter one
+/// would fold a ledger while its client is still tapping).
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let retention = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if retention < Duration::from_secs(1) {
+        return Err(format!("a love retention must be at least 1s, got {text}"));
+    }
+    Ok(retention)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +319,36 @@ mod tests {
         let short = Config::try_parse_from(["heartsync", "--idle-timeout", "90s"]).expect("valid");
         let settings = crate::socket::KeepaliveSettings::of(&short);
         assert_eq!(settings.idle_timeout, Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn the_love_bounds_have_defaults_and_flags() {
+        let defaults = Config::default();
+        assert_eq!((defaults.love_rate, defaults.love_burst), (20, 100));
+        assert_eq!(defaults.love_ledgers_per_ip, 200);
+        assert_eq!(defaults.love_ledger_window, Duration::from_secs(600));
+        assert_eq!(defaults.love_retention, Duration::from_secs(7 * 24 * 3600));
+        let config = Config::try_parse_from([
+            "heartsync",
+            "--love-rate",
+            "5",
+            "--love-burst",
+            "10",
+            "--love-ledgers-per-ip",
+            "3",
+            "--love-ledger-window",
+            "1h",
+            "--love-retention",
+            "2s",
+        ])
+        .expect("valid flags");
+        assert_eq!((config.love_rate, config.love_burst, config.love_ledgers_per_ip), (5, 10, 3));
+        assert_eq!(config.love_ledger_window, Duration::from_secs(3600));
+        assert_eq!(config.love_retention, Duration::from_secs(2));
+        let error = Config::try_parse_from(["heartsync", "--love-retention", "10ms"])
+            .expect_err("too short")
+            .to_string();
+        assert!(error.contains("at least 1s"), "{error}");
     }
 
     #[test]

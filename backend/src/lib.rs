@@ -168,7 +168,7 @@ pub async fn open_storage(config: &Config) -> anyhow::Result<(LoveStore, Option<
         let store = love::sqlite::SqliteLove::open(&config.data_dir).with_context(|| {
             format!("cannot open the love store in {}", config.data_dir.display())
         })?;
-        return Ok((LoveStore::start(store), None));
+        return Ok((start_love(store, config), None));
     };
     let id = config.instance_id.clone().unwrap_or_else(cluster::default_instance_id);
     let cluster = Cluster::connect(&url, id).await?;
@@ -178,5 +178,15 @@ pub async fn open_storage(config: &Config) -> anyhow::Result<(LoveStore, Option<
     })
     .await
     .context("the Redis love store's check panicked")??;
-    Ok((LoveStore::start(store), Some(cluster)))
+    Ok((start_love(store, config), Some(cluster)))
+}
+
+/// The love store over `backend`, with the quota of new ledgers per address
+/// and the fold of idle ones that `config` sets.
+fn start_love(backend: impl love::LoveBackend, config: &Config) -> LoveStore {
+    let quota =
+        love::bounds::LedgerQuota::new(config.love_ledgers_per_ip, config.love_ledger_window);
+    let store = LoveStore::with_quota(backend, quota);
+    store.fold_idle(config.love_retention, clock::now_ms);
+    store
 }

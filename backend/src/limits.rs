@@ -80,6 +80,14 @@ pub struct ConnectionSlot {
     address: IpAddr,
 }
 
+impl ConnectionSlot {
+    /// The client's address (as the upgrade saw it: through a trusted
+    /// proxy, the one it forwarded).
+    pub fn address(&self) -> IpAddr {
+        self.address
+    }
+}
+
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.open.total.fetch_sub(1, Ordering::Relaxed);

@@ -215,6 +215,23 @@ fn describe() {
         "Coherence of rooms with voters, observed once per room per tick."
     );
     describe_counter!("heartsync_love_taps_total", "Love taps counted (made durable).");
+    describe_counter!(
+        "heartsync_love_refused_total",
+        "Love messages refused for a bound, counting nothing, by reason (rate: the \
+         connection's --love-rate budget; ledgers: the address's --love-ledgers-per-ip quota)."
+    );
+    describe_counter!(
+        "heartsync_love_ledgers_created_total",
+        "Love ledgers started (a client's first counted love in a room, or after a fold)."
+    );
+    describe_counter!(
+        "heartsync_love_ledgers_folded_total",
+        "Love ledgers idle for --love-retention folded into their rooms' totals and deleted."
+    );
+    describe_counter!(
+        "heartsync_love_folded_answers_total",
+        "Love messages answered love_folded: a count in a ledger no longer kept, not counted."
+    );
     describe_histogram!(
         "heartsync_love_ack_seconds",
         Unit::Seconds,

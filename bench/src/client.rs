@@ -88,7 +88,7 @@ pub async fn run(
             _ = taps.tick(), if tapping => {
                 love_seq += 1;
                 unacked.push_back((love_seq, Instant::now()));
-                let love = ClientMessage::Love { seq: love_seq };
+                let love = ClientMessage::Love { seq: love_seq, epoch: 0 };
                 if socket.send(Message::text(love.to_json())).await.is_err() {
                     break;
                 }

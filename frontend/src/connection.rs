@@ -177,7 +177,14 @@ async fn talk(
         }
         let now = browser::now();
         match page.with(|s| s.poll(now)).ok_or(Stopped)? {
-            Ok(due) => outgoing.extend(due),
+            Ok(due) => {
+                // A love count may name a ledger just proposed: it is kept
+                // before it goes, so a reload resends it in that ledger.
+                if due.iter().any(|m| matches!(m, ClientMessage::Love { .. })) {
+                    page.save_acked();
+                }
+                outgoing.extend(due);
+            }
             Err(stuck) => return Ok(stuck.reason().to_owned()),
         }
         page.show(now);

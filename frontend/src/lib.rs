@@ -66,7 +66,9 @@ mod ui {
     use crate::i18n::{LANG_KEY, Lang, Text};
     use crate::page::{Command, LoveKeys, Page, Stats};
     use crate::share;
-    use crate::stored::{CLIENT_ID_KEY, love_acked_key, love_taps_key, parse_count};
+    use crate::stored::{
+        CLIENT_ID_KEY, love_acked_key, love_epoch_key, love_taps_key, parse_count,
+    };
     use crate::{canvas, connection, token};
     use futures::channel::mpsc;
     use futures::future::abortable;
@@ -159,10 +161,15 @@ mod ui {
     /// One room: connects, draws, shows the numbers, takes love.
     #[component]
     fn Room(room: RoomName, lang: RwSignal<Lang>) -> impl IntoView {
-        let keys = LoveKeys { taps: love_taps_key(&room), acked: love_acked_key(&room) };
-        let love = Love::new(
+        let keys = LoveKeys {
+            taps: love_taps_key(&room),
+            acked: love_acked_key(&room),
+            epoch: love_epoch_key(&room),
+        };
+        let love = Love::resume(
             parse_count(browser::load(&keys.taps).as_deref()),
             parse_count(browser::load(&keys.acked).as_deref()),
+            parse_count(browser::load(&keys.epoch).as_deref()),
         );
         let heart = Heart::new(browser::random(), RESTING_BPM, browser::now());
         let (commands, commands_rx) = mpsc::unbounded();

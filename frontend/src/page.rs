@@ -79,6 +79,8 @@ pub struct LoveKeys {
     pub taps: String,
     /// The highest count the server acknowledged.
     pub acked: String,
+    /// The server's name for the ledger the counts are in.
+    pub epoch: String,
 }
 
 /// What one animation frame draws and publishes.
@@ -169,10 +171,17 @@ impl Page {
         }
     }
 
-    /// Persists the acknowledged love count.
+    /// Persists the acknowledged love count and its ledger (and the taps,
+    /// which a new ledger starts again).
     pub fn save_acked(&self) {
-        if let Some(acked) = self.with(|session| session.love().acked()) {
+        let love = self.with(|session| {
+            let love = session.love();
+            (love.taps(), love.acked(), love.epoch())
+        });
+        if let Some((taps, acked, epoch)) = love {
+            browser::save(&self.keys.taps, &taps.to_string());
             browser::save(&self.keys.acked, &acked.to_string());
+            browser::save(&self.keys.epoch, &epoch.to_string());
         }
     }
 

@@ -18,6 +18,12 @@ pub fn love_acked_key(room: &RoomName) -> String {
     format!("heartsync.love.{room}.acked")
 }
 
+/// The localStorage key of the server's name for the love ledger in `room`
+/// (its epoch), sent with every count.
+pub fn love_epoch_key(room: &RoomName) -> String {
+    format!("heartsync.love.{room}.epoch")
+}
+
 /// A stored count, or 0 when missing or garbled.
 pub fn parse_count(stored: Option<&str>) -> u64 {
     stored.and_then(|s| s.trim().parse().ok()).unwrap_or(0)
@@ -40,5 +46,6 @@ mod tests {
         let room = RoomName::main();
         assert_eq!(love_taps_key(&room), "heartsync.love.main");
         assert_eq!(love_acked_key(&room), "heartsync.love.main.acked");
+        assert_eq!(love_epoch_key(&room), "heartsync.love.main.epoch");
     }
 }

@@ -9,7 +9,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
-use shared::protocol::{BPM_RANGE, MAX_CLOCK_SKEW_MS};
+use shared::protocol::{BPM_RANGE, MAX_CLOCK_SKEW_MS, MAX_LOVE_SEQ};
 use shared::{ClientMessage, ErrorCode};
 
 /// The server's clock during the run.
@@ -23,8 +23,8 @@ enum Input {
     Phase { phase: f64, bpm: f64, skew: f64 },
     /// A well-typed clock-sync request.
     Time { t0: f64 },
-    /// A well-typed love message.
-    Love { seq: u64 },
+    /// A well-typed love message (epoch 0 is sent as v1 sends it: absent).
+    Love { seq: u64, epoch: u64 },
 }
 
 /// What the code of an error must be, from the JSON tree alone; `None` when
@@ -77,7 +77,9 @@ fn check_round_trip(message: &ClientMessage) {
                 && within_an_ulp(a.at, b.at)
         }
         (ClientMessage::Time { t0: a }, Ok(ClientMessage::Time { t0: b })) => within_an_ulp(*a, *b),
-        (ClientMessage::Love { seq: a }, Ok(ClientMessage::Love { seq: b })) => a == b,
+        (ClientMessage::Love { seq: a, epoch: x }, Ok(ClientMessage::Love { seq: b, epoch: y })) => {
+            a == b && x == y
+        }
         _ => false,
     };
     assert!(same, "{message:?} re-encodes to an equal message, not {again:?}");
@@ -92,7 +94,11 @@ fn check_text(text: &str) {
         (Err(error), None) => assert!(
             matches!(
                 error.code,
-                ErrorCode::BadField | ErrorCode::BadPhase | ErrorCode::BadBpm | ErrorCode::BadTime
+                ErrorCode::BadField
+                    | ErrorCode::BadPhase
+                    | ErrorCode::BadBpm
+                    | ErrorCode::BadTime
+                    | ErrorCode::BadLove
             ),
             "{text:?}: a known type can only have bad fields, got {error}"
         ),
@@ -138,11 +144,22 @@ fuzz_target!(|input: Input| {
                 assert_eq!(parsed, Err(ErrorCode::BadField), "{text}");
             }
         }
-        Input::Love { seq } => {
-            let text = json!({"type": "love", "seq": seq}).to_string();
+        Input::Love { seq, epoch } => {
+            let text = if epoch == 0 {
+                json!({"type": "love", "seq": seq}).to_string()
+            } else {
+                json!({"type": "love", "seq": seq, "epoch": epoch}).to_string()
+            };
             check_text(&text);
-            let parsed = ClientMessage::parse(&text, NOW);
-            assert_eq!(parsed, Ok(ClientMessage::Love { seq }), "{text}");
+            let parsed = ClientMessage::parse(&text, NOW).map_err(|e| e.code);
+            // A count or epoch past 2^53 - 1, or an epoch (a time on the
+            // server's clock) more than the skew ahead of it, is bad love.
+            let epoch_ahead = epoch as f64 > NOW + MAX_CLOCK_SKEW_MS;
+            if seq > MAX_LOVE_SEQ || epoch > MAX_LOVE_SEQ || epoch_ahead {
+                assert_eq!(parsed, Err(ErrorCode::BadLove), "{text}");
+            } else {
+                assert_eq!(parsed, Ok(ClientMessage::Love { seq, epoch }), "{text}");
+            }
         }
     }
 });

@@ -21,7 +21,9 @@
 use arbitrary::Arbitrary;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use backend::clock::Clock;
-use backend::love::{LoveBackend, LoveStore, StoreError, Tap, TapOutcome, taps_added};
+use backend::love::{
+    Decision, Ledger, LoveBackend, LoveStore, StoreError, Tap, TapOutcome, decide,
+};
 use backend::socket::{CloseReason, Connection, serve};
 use backend::{AppState, Config};
 use futures_util::{Sink, Stream};
@@ -94,7 +96,7 @@ enum Msg {
 /// tests (see `love_ledger`), and a disk would slow every run.
 #[derive(Default)]
 struct MapLove {
-    last: HashMap<(RoomName, ClientId), u64>,
+    ledgers: HashMap<(RoomName, ClientId), Ledger>,
     totals: HashMap<RoomName, u64>,
 }
 
@@ -103,18 +105,27 @@ impl LoveBackend for MapLove {
         Ok(taps
             .iter()
             .map(|tap| {
-                let last = self.last.entry((tap.room.clone(), tap.client.clone())).or_default();
+                let key = (tap.room.clone(), tap.client.clone());
                 let total = self.totals.entry(tap.room.clone()).or_default();
-                match taps_added(*last, tap.seq) {
-                    Some(added) => {
-                        *last = (*last).max(tap.seq);
+                match decide(self.ledgers.get(&key).copied(), tap) {
+                    Decision::Count { added, ledger, created } => {
                         *total += added;
-                        TapOutcome::Counted { added, total: *total }
+                        if let Some(ledger) = ledger {
+                            self.ledgers.insert(key, ledger);
+                        }
+                        let epoch = ledger.map_or(0, |l| l.epoch);
+                        TapOutcome::Counted { added, total: *total, epoch, created }
                     }
-                    None => TapOutcome::TooBig { last: *last },
+                    Decision::TooBig { last } => TapOutcome::TooBig { last },
+                    Decision::Folded => TapOutcome::Folded { total: *total },
+                    Decision::NoLedger => TapOutcome::NoLedger,
                 }
             })
             .collect())
+    }
+
+    fn fold(&mut self, _idle_before_ms: u64, _limit: usize) -> Result<usize, StoreError> {
+        Ok(0)
     }
 
     fn total(&mut self, room: &RoomName) -> Result<u64, StoreError> {
@@ -335,12 +346,12 @@ async fn drive(input: Input) {
                         let seq = client.sent.last_love.saturating_add(u64::from(step));
                         client.sent.last_love = seq;
                         client.sent.love_seqs.push(seq);
-                        ClientMessage::Love { seq }
+                        ClientMessage::Love { seq, epoch: 0 }
                     }
                     Msg::Love(seq) => {
                         client.sent.last_love = seq;
                         client.sent.love_seqs.push(seq);
-                        ClientMessage::Love { seq }
+                        ClientMessage::Love { seq, epoch: 0 }
                     }
                 };
                 client.text(&message.to_json());
@@ -457,6 +468,9 @@ fn check(frames: &[Message], reason: CloseReason, sent: &Sent) {
                     );
                     assert!(ack.total >= acked_total, "the acked total went down: {ack:?}");
                     acked_total = ack.total;
+                }
+                Ok(ServerMessage::LoveFolded(folded)) => {
+                    panic!("no ledger was named, so none can be folded: {folded:?}")
                 }
                 Ok(ServerMessage::Consensus(_) | ServerMessage::Error(_)) => {}
                 Err(error) => panic!("the server wrote a non-protocol text frame {text}: {error}"),

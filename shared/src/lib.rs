@@ -31,6 +31,6 @@ pub mod protocol;
 pub use clock::{ClockSample, best_offset};
 pub use phase::{OrderParameter, PhaseSum, kuramoto_step, project, wrap};
 pub use protocol::{
-    ClientId, ClientMessage, Consensus, ErrorCode, LoveAck, PROTOCOL_VERSION, PhaseReport,
-    ProtocolError, RoomName, ServerMessage, TimeReply, Welcome,
+    ClientId, ClientMessage, Consensus, ErrorCode, LoveAck, LoveFolded, PROTOCOL_VERSION,
+    PhaseReport, ProtocolError, RoomName, ServerMessage, TimeReply, Welcome,
 };

@@ -20,6 +20,12 @@ pub const MAX_CLOCK_SKEW_MS: f64 = 10_000.0;
 /// The most love one `love` message may add.
 pub const MAX_LOVE_STEP: u64 = 50;
 
+/// The highest love count (`seq`) or epoch a client may send: 2^53 − 1, the
+/// largest integer a JavaScript number (and Redis's Lua) holds exactly. An
+/// epoch (a time on the server's clock) may also be at most
+/// [`MAX_CLOCK_SKEW_MS`] ahead of the server's clock.
+pub const MAX_LOVE_SEQ: u64 = (1 << 53) - 1;
+
 /// A message from a page (or any client) to the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -31,10 +37,19 @@ pub enum ClientMessage {
         /// The client's own clock when it sent this, echoed back.
         t0: f64,
     },
-    /// Love taps: `seq` is this client's cumulative tap count in the room.
+    /// Love taps: `seq` is this client's cumulative tap count in the room,
+    /// within its ledger `epoch`.
     Love {
         /// Cumulative count of taps, 1, 2, 3, … (several taps may share one).
         seq: u64,
+        /// The ledger the count belongs to: the server's clock (ms) when it
+        /// started, as the client proposed it from its synced clock for a
+        /// new ledger, or as a [`LoveAck`] named it. 0 (or absent, as
+        /// protocol v1 clients send it) for "my ledger, whichever it is, or
+        /// a new one". A client told [`LoveFolded`] starts a new ledger with
+        /// a count of its own.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        epoch: u64,
     },
 }
 
@@ -63,6 +78,10 @@ pub enum ServerMessage {
     Error(ProtocolError),
     /// Love taps made durable.
     LoveAck(LoveAck),
+    /// The ledger a `love` named was folded into the room's total after the
+    /// client stayed away longer than the server keeps ledgers; nothing was
+    /// counted.
+    LoveFolded(LoveFolded),
 }
 
 /// Sent once, first, on every connection.
@@ -119,6 +138,31 @@ pub struct LoveAck {
     pub seq: u64,
     /// The room's love total after these taps.
     pub total: u64,
+    /// The ledger that counted them: the client sends it with its later
+    /// counts. 0 when the server keeps no ledger for the client (it sent
+    /// `seq` 0, or the server predates epochs).
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+/// The answer to a [`ClientMessage::Love`] whose ledger `epoch` the server
+/// no longer keeps: every tap it acknowledged in that ledger is in the
+/// room's total, and nothing of this message was counted. The client starts
+/// a new ledger (epoch 0) whose count is only the taps it never sent, so no
+/// tap is counted twice.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LoveFolded {
+    /// The folded ledger, as the client named it.
+    pub epoch: u64,
+    /// The `seq` the client sent, echoed.
+    pub seq: u64,
+    /// The room's love total.
+    pub total: u64,
+}
+
+/// Whether `n` is zero (serde's `skip_serializing_if` wants a function).
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What was wrong with a message, as sent to the client.
@@ -137,7 +181,7 @@ pub enum ErrorCode {
     BadBpm,
     /// A time too far from the server's clock.
     BadTime,
-    /// A love count that jumps too far.
+    /// A love count that jumps too far, or is above [`MAX_LOVE_SEQ`].
     BadLove,
     /// A binary frame: protocol v1 is text only.
     BinaryFrame,
@@ -253,6 +297,26 @@ impl ClientMessage {
             ClientMessage::Phase(report) => report.validate(server_now_ms),
             ClientMessage::Time { t0 } if !t0.is_finite() => {
                 Err(ProtocolError::new(ErrorCode::BadField, "t0 must be a finite number"))
+            }
+            ClientMessage::Love { epoch, .. }
+                if *epoch as f64 > server_now_ms + MAX_CLOCK_SKEW_MS =>
+            {
+                Err(ProtocolError::new(
+                    ErrorCode::BadLove,
+                    format!(
+                        "a love epoch is a time on the server's clock, at most 10 s ahead of it; \
+                         got {epoch}"
+                    ),
+                ))
+            }
+            ClientMessage::Love { seq, epoch } if (*seq).max(*epoch) > MAX_LOVE_SEQ => {
+                Err(ProtocolError::new(
+                    ErrorCode::BadLove,
+                    format!(
+                        "a love seq and epoch must be at most 2^53 - 1 ({MAX_LOVE_SEQ}), got seq \
+                         {seq} and epoch {epoch}"
+                    ),
+                ))
             }
             ClientMessage::Time { .. } | ClientMessage::Love { .. } => Ok(()),
         }
@@ -487,7 +551,8 @@ mod tests {
         }));
         round_trip_server(ServerMessage::Time(TimeReply { t0: 12.5, server_time: NOW }));
         round_trip_server(ServerMessage::Error(ProtocolError::new(ErrorCode::BadBpm, "x")));
-        round_trip_server(ServerMessage::LoveAck(LoveAck { seq: 3, total: 40 }));
+        round_trip_server(ServerMessage::LoveAck(LoveAck { seq: 3, total: 40, epoch: 7 }));
+        round_trip_server(ServerMessage::LoveFolded(LoveFolded { epoch: 7, seq: 3, total: 40 }));
     }
 
     #[test]
@@ -495,7 +560,8 @@ mod tests {
         for message in [
             ClientMessage::Phase(PhaseReport { phase: 0.5, bpm: 72.0, at: NOW }),
             ClientMessage::Time { t0: 3.25 },
-            ClientMessage::Love { seq: 4 },
+            ClientMessage::Love { seq: 4, epoch: 0 },
+            ClientMessage::Love { seq: 4, epoch: 1_700_000_000_000 },
         ] {
             assert_eq!(ClientMessage::parse(&message.to_json(), NOW).unwrap(), message);
         }
@@ -507,6 +573,32 @@ mod tests {
         assert_eq!(json, r#"{"type":"time","t0":1.0,"server_time":2.0}"#);
         let json = ServerMessage::Error(ProtocolError::new(ErrorCode::BadJson, "m")).to_json();
         assert_eq!(json, r#"{"type":"error","code":"bad_json","message":"m"}"#);
+    }
+
+    #[test]
+    fn love_without_an_epoch_is_protocol_v1_and_means_epoch_zero() {
+        // A v1 client sends no epoch; it reads as 0, and epoch 0 goes out
+        // as v1 wrote it.
+        let v1 = r#"{"type":"love","seq":7}"#;
+        assert_eq!(ClientMessage::parse(v1, NOW), Ok(ClientMessage::Love { seq: 7, epoch: 0 }));
+        assert_eq!(ClientMessage::Love { seq: 7, epoch: 0 }.to_json(), v1);
+        assert_eq!(
+            ClientMessage::Love { seq: 7, epoch: 9 }.to_json(),
+            r#"{"type":"love","seq":7,"epoch":9}"#
+        );
+        // An ack from a server that predates epochs has none: epoch 0.
+        let old_ack = r#"{"type":"love_ack","seq":7,"total":118}"#;
+        assert_eq!(
+            ServerMessage::parse(old_ack).unwrap(),
+            ServerMessage::LoveAck(LoveAck { seq: 7, total: 118, epoch: 0 })
+        );
+        check(r#"{"type":"love","seq":1,"epoch":-1}"#, ErrorCode::BadField);
+        check(r#"{"type":"love","seq":9007199254740992}"#, ErrorCode::BadLove);
+        check(r#"{"type":"love","seq":1,"epoch":9007199254740992}"#, ErrorCode::BadLove);
+        let ahead = |ms: f64| format!(r#"{{"type":"love","seq":1,"epoch":{}}}"#, (NOW + ms) as u64);
+        check(&ahead(MAX_CLOCK_SKEW_MS + 1.0), ErrorCode::BadLove);
+        assert!(ClientMessage::parse(&ahead(MAX_CLOCK_SKEW_MS), NOW).is_ok());
+        assert!(ClientMessage::parse(r#"{"type":"love","seq":9007199254740991}"#, NOW).is_ok());
     }
 
     fn check(text: &str, expected: ErrorCode) {

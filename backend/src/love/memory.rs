@@ -2,7 +2,7 @@
 //! SQLite, and a test can hold its commits (a slow disk) or make them fail
 //! (a full disk).
 
-use super::{LoveBackend, StoreError, Tap, TapOutcome, taps_added};
+use super::{Decision, Ledger, LoveBackend, StoreError, Tap, TapOutcome, active_at, decide};
 use shared::{ClientId, RoomName};
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -19,7 +19,8 @@ pub enum Commit {
 /// Love kept in maps; commits optionally wait for the test's say-so.
 #[derive(Debug, Default)]
 pub struct MemoryLove {
-    last: HashMap<(RoomName, ClientId), u64>,
+    /// Each client's ledger, and when it last had love (server ms).
+    ledgers: HashMap<(RoomName, ClientId), (Ledger, u64)>,
     totals: HashMap<RoomName, u64>,
     /// When set, every commit waits for a [`Commit`] from the test.
     gate: Option<mpsc::Receiver<Commit>>,
@@ -50,18 +51,38 @@ impl LoveBackend for MemoryLove {
         }
         let mut outcomes = Vec::with_capacity(taps.len());
         for tap in taps {
-            let last = self.last.entry((tap.room.clone(), tap.client.clone())).or_default();
+            let key = (tap.room.clone(), tap.client.clone());
             let total = self.totals.entry(tap.room.clone()).or_default();
-            outcomes.push(match taps_added(*last, tap.seq) {
-                Some(added) => {
-                    *last = (*last).max(tap.seq);
+            let ledger = self.ledgers.get(&key).map(|(ledger, _)| *ledger);
+            outcomes.push(match decide(ledger, tap) {
+                Decision::Count { added, ledger, created } => {
                     *total += added;
-                    TapOutcome::Counted { added, total: *total }
+                    if let Some(ledger) = ledger.filter(|_| added > 0 || created) {
+                        self.ledgers.insert(key, (ledger, active_at(tap, &ledger)));
+                    }
+                    let epoch = ledger.map_or(0, |l| l.epoch);
+                    TapOutcome::Counted { added, total: *total, epoch, created }
                 }
-                None => TapOutcome::TooBig { last: *last },
+                Decision::TooBig { last } => TapOutcome::TooBig { last },
+                Decision::Folded => TapOutcome::Folded { total: *total },
+                Decision::NoLedger => TapOutcome::NoLedger,
             });
         }
         Ok(outcomes)
+    }
+
+    fn fold(&mut self, idle_before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let idle: Vec<_> = self
+            .ledgers
+            .iter()
+            .filter(|(_, (_, active))| *active < idle_before_ms)
+            .map(|(key, _)| key.clone())
+            .take(limit)
+            .collect();
+        for key in &idle {
+            self.ledgers.remove(key);
+        }
+        Ok(idle.len())
     }
 
     fn total(&mut self, room: &RoomName) -> Result<u64, StoreError> {

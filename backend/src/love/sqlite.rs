@@ -4,8 +4,14 @@
 //! older file up to date in one transaction, and a newer file is refused
 //! rather than misread. `synchronous = FULL` makes every commit durable
 //! before it is acknowledged, power loss included.
+//!
+//! `client_love` holds each client's ledger: its epoch, its last count and
+//! when it last had love; an index on the last makes folding the idle ones
+//! (`--love-retention`) a range delete.
 
-use super::{LoveBackend, StoreError, Tap, TapOutcome, taps_added};
+use super::{
+    Decision, LEGACY_EPOCH, Ledger, LoveBackend, StoreError, Tap, TapOutcome, active_at, decide,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 use shared::RoomName;
 use std::path::Path;
@@ -14,7 +20,8 @@ use std::path::Path;
 pub const FILE_NAME: &str = "heartsync.sqlite3";
 
 /// Schema migrations; entry `i` takes the file from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE room_love (
         room  TEXT PRIMARY KEY,
         total INTEGER NOT NULL
@@ -25,7 +32,17 @@ const MIGRATIONS: &[&str] = &["
         last_seq INTEGER NOT NULL,
         PRIMARY KEY (room, client)
     ) WITHOUT ROWID;
-"];
+",
+    "
+    -- Version 2: ledgers have an epoch and a last activity, so idle ones
+    -- can be folded. Ledgers from before are epoch 1 (LEGACY_EPOCH) and
+    -- count as active from the upgrade on.
+    ALTER TABLE client_love ADD COLUMN epoch INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE client_love ADD COLUMN last_active INTEGER NOT NULL DEFAULT 0;
+    UPDATE client_love SET last_active = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
+    CREATE INDEX client_love_idle ON client_love (last_active);
+",
+];
 
 /// Love totals in a SQLite file.
 #[derive(Debug)]
@@ -70,12 +87,14 @@ impl LoveBackend for SqliteLove {
         let tx = self.db.transaction()?;
         let mut outcomes = Vec::with_capacity(taps.len());
         {
-            let mut last_seq = tx.prepare_cached(
-                "SELECT last_seq FROM client_love WHERE room = ?1 AND client = ?2",
+            let mut ledger = tx.prepare_cached(
+                "SELECT epoch, last_seq FROM client_love WHERE room = ?1 AND client = ?2",
             )?;
-            let mut set_seq = tx.prepare_cached(
-                "INSERT INTO client_love (room, client, last_seq) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (room, client) DO UPDATE SET last_seq = excluded.last_seq",
+            let mut keep = tx.prepare_cached(
+                "INSERT INTO client_love (room, client, epoch, last_seq, last_active)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (room, client) DO UPDATE SET epoch = excluded.epoch,
+                   last_seq = excluded.last_seq, last_active = excluded.last_active",
             )?;
             let mut add = tx.prepare_cached(
                 "INSERT INTO room_love (room, total) VALUES (?1, ?2)
@@ -86,32 +105,60 @@ impl LoveBackend for SqliteLove {
             for tap in taps {
                 let room = tap.room.as_str();
                 let client = tap.client.as_str();
-                let last: i64 = last_seq
-                    .query_row(params![room, client], |row| row.get(0))
-                    .optional()?
-                    .unwrap_or(0);
-                let last = u64::try_from(last).unwrap_or(0);
-                let outcome = match taps_added(last, tap.seq) {
-                    None => TapOutcome::TooBig { last },
-                    Some(0) => {
-                        let now: i64 = total
-                            .query_row(params![room], |row| row.get(0))
-                            .optional()?
-                            .unwrap_or(0);
-                        TapOutcome::Counted { added: 0, total: u64::try_from(now).unwrap_or(0) }
+                let found: Option<(i64, i64)> = ledger
+                    .query_row(params![room, client], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()?;
+                let found = found.map(|(epoch, last)| Ledger {
+                    epoch: u64::try_from(epoch).unwrap_or(LEGACY_EPOCH),
+                    last: u64::try_from(last).unwrap_or(0),
+                });
+                let mut current = || -> Result<u64, StoreError> {
+                    let now: Option<i64> =
+                        total.query_row(params![room], |row| row.get(0)).optional()?;
+                    Ok(now.map_or(0, |t| u64::try_from(t).unwrap_or(0)))
+                };
+                let outcome = match decide(found, tap) {
+                    Decision::Count { added, ledger, created } => {
+                        if let Some(ledger) = ledger.filter(|_| added > 0 || created) {
+                            keep.execute(params![
+                                room,
+                                client,
+                                to_sql(ledger.epoch),
+                                to_sql(ledger.last),
+                                to_sql(active_at(tap, &ledger))
+                            ])?;
+                        }
+                        let total = if added > 0 {
+                            let now: i64 =
+                                add.query_row(params![room, to_sql(added)], |row| row.get(0))?;
+                            u64::try_from(now).unwrap_or(0)
+                        } else {
+                            current()?
+                        };
+                        let epoch = ledger.map_or(0, |l| l.epoch);
+                        TapOutcome::Counted { added, total, epoch, created }
                     }
-                    Some(added) => {
-                        set_seq.execute(params![room, client, to_sql(tap.seq)])?;
-                        let now: i64 =
-                            add.query_row(params![room, to_sql(added)], |row| row.get(0))?;
-                        TapOutcome::Counted { added, total: u64::try_from(now).unwrap_or(0) }
-                    }
+                    Decision::TooBig { last } => TapOutcome::TooBig { last },
+                    Decision::Folded => TapOutcome::Folded { total: current()? },
+                    Decision::NoLedger => TapOutcome::NoLedger,
                 };
                 outcomes.push(outcome);
             }
         }
         tx.commit()?;
         Ok(outcomes)
+    }
+
+    fn fold(&mut self, idle_before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let tx = self.db.transaction()?;
+        let folded = tx.execute(
+            "DELETE FROM client_love WHERE (room, client) IN (
+                 SELECT room, client FROM client_love WHERE last_active < ?1 LIMIT ?2
+             )",
+            params![to_sql(idle_before_ms), i64::try_from(limit).unwrap_or(i64::MAX)],
+        )?;
+        tx.commit()?;
+        Ok(folded)
     }
 
     fn check_writable(&mut self) -> Result<(), StoreError> {
@@ -146,8 +193,23 @@ mod tests {
     use super::*;
     use shared::ClientId;
 
+    const EPOCH: u64 = 1_700_000_000_000;
+
     fn tap(room: &str, client: &str, seq: u64) -> Tap {
-        Tap { room: RoomName::parse(room).unwrap(), client: ClientId::parse(client).unwrap(), seq }
+        Tap {
+            room: RoomName::parse(room).unwrap(),
+            client: ClientId::parse(client).unwrap(),
+            seq,
+            epoch: 0,
+            limit: shared::protocol::MAX_LOVE_STEP,
+            may_create: true,
+            at_ms: EPOCH,
+            fresh_after_ms: EPOCH - 1000,
+        }
+    }
+
+    fn counted(added: u64, total: u64, created: bool) -> TapOutcome {
+        TapOutcome::Counted { added, total, epoch: EPOCH, created }
     }
 
     #[test]
@@ -165,9 +227,9 @@ mod tests {
         assert_eq!(
             outcomes,
             vec![
-                TapOutcome::Counted { added: 3, total: 3 },
-                TapOutcome::Counted { added: 0, total: 3 },
-                TapOutcome::Counted { added: 1, total: 4 },
+                counted(3, 3, true),
+                counted(0, 3, false),
+                counted(1, 4, true),
                 TapOutcome::TooBig { last: 3 },
             ]
         );
@@ -175,9 +237,65 @@ mod tests {
         let mut store = SqliteLove::open(dir.path()).unwrap();
         assert_eq!(store.total(&RoomName::parse("r").unwrap()).unwrap(), 4);
         assert_eq!(store.total(&RoomName::parse("other").unwrap()).unwrap(), 0);
+        assert_eq!(store.apply(&[tap("r", "client-a", 3)]).unwrap(), vec![counted(0, 4, false)]);
+    }
+
+    #[test]
+    fn idle_ledgers_are_folded_and_a_resend_to_one_counts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteLove::open(dir.path()).unwrap();
+        let later = |seq, at_ms| Tap { at_ms, ..tap("r", "client-a", seq) };
+        store.apply(&[tap("r", "client-a", 4), later(5, EPOCH + 10)]).unwrap();
+        store.apply(&[Tap { at_ms: EPOCH + 10, ..tap("r", "client-b", 2) }]).unwrap();
+        // Both last counted at EPOCH + 10; a replay later is no activity.
+        store.apply(&[later(5, EPOCH + 20)]).unwrap();
+        assert_eq!(store.fold(EPOCH + 10, 100).unwrap(), 0);
+        assert_eq!(store.fold(EPOCH + 11, 1).unwrap(), 1, "at most the limit");
+        assert_eq!(store.fold(EPOCH + 11, 100).unwrap(), 1);
+        drop(store);
+        let mut store = SqliteLove::open(dir.path()).unwrap();
+        let room = RoomName::parse("r").unwrap();
+        assert_eq!(store.total(&room).unwrap(), 7, "folding keeps the total");
+        // A resend naming the folded ledger counts nothing...
+        // (The retention is 50 ms: an epoch at or before EPOCH + 49 may
+        // have been folded.)
+        let after = |seq, epoch| Tap {
+            epoch,
+            at_ms: EPOCH + 99,
+            fresh_after_ms: EPOCH + 49,
+            ..tap("r", "client-a", seq)
+        };
+        let resend = after(5, EPOCH);
+        assert_eq!(store.apply(&[resend]).unwrap(), vec![TapOutcome::Folded { total: 7 }]);
+        // ...and the client's new ledger counts only what is new.
+        let fresh = after(1, 0);
         assert_eq!(
-            store.apply(&[tap("r", "client-a", 3)]).unwrap(),
-            vec![TapOutcome::Counted { added: 0, total: 4 }]
+            store.apply(&[fresh]).unwrap(),
+            vec![TapOutcome::Counted { added: 1, total: 8, epoch: EPOCH + 99, created: true }]
+        );
+        let stale = after(5, EPOCH);
+        assert_eq!(store.apply(&[stale]).unwrap(), vec![TapOutcome::Folded { total: 8 }]);
+    }
+
+    #[test]
+    fn a_version_1_file_is_migrated_with_its_ledgers_kept_as_legacy_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        db.execute_batch(MIGRATIONS[0]).unwrap();
+        db.execute_batch(
+            "INSERT INTO room_love VALUES ('r', 9);
+             INSERT INTO client_love VALUES ('r', 'client-a', 9);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(db);
+        let mut store = SqliteLove::open(dir.path()).unwrap();
+        // It was stamped active at the upgrade, not folded at once.
+        assert_eq!(store.fold(EPOCH, 100).unwrap(), 0);
+        // An old client resending counts nothing; its ledger is epoch 1.
+        assert_eq!(
+            store.apply(&[tap("r", "client-a", 9)]).unwrap(),
+            vec![TapOutcome::Counted { added: 0, total: 9, epoch: LEGACY_EPOCH, created: false }]
         );
     }
 

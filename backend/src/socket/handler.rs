@@ -11,6 +11,7 @@
 //! rest holds only the handler itself.
 
 use super::keepalive::{Due, Keepalive, Registration as KeepaliveEntry};
+use super::messages::{LoveBounds, LoveCount};
 use super::wire::{Incoming, Wire};
 use super::{CloseReason, Connection, Reply, Socket};
 use crate::AppState;
@@ -100,10 +101,15 @@ pub(super) type TapAnswer = Pin<Box<dyn Future<Output = TapResult> + Send>>;
 /// that client), so every `love` still gets its own answer, in order.
 #[derive(Default)]
 pub(super) struct LoveInFlight {
-    /// The tap at the store: its `seq` and its answer.
-    pub(super) at_store: Option<(u64, TapAnswer)>,
-    /// The next `seq` to hand over, and when it arrived.
-    pub(super) waiting: Option<(u64, Instant)>,
+    /// The tap at the store: its count and ledger, and its answer.
+    pub(super) at_store: Option<(LoveCount, TapAnswer)>,
+    /// The next count to hand over, and when it arrived.
+    pub(super) waiting: Option<(LoveCount, Instant)>,
+    /// The bounds on this connection's love (see `messages.rs`).
+    pub(super) bounds: LoveBounds,
+    /// The client's address, whose quota a new ledger comes out of; `None`
+    /// in tests that make a handler without one.
+    pub(super) address: Option<std::net::IpAddr>,
 }
 
 impl<S: Socket> Handler<S> {
@@ -176,7 +182,7 @@ impl<S: Socket> Handler<S> {
             ),
             violations: ViolationCounter::new(config.max_violations, config.violation_window),
             keepalive: keepalive.register(conn, expires),
-            love: LoveInFlight::default(),
+            love: LoveInFlight { address: Some(slot.address()), ..LoveInFlight::default() },
             outbox,
             registration,
             consensus,

@@ -1,16 +1,25 @@
 //! One function per message a client sends, and one for the love store's
 //! answer. Each returns a [`Reply`]: what to send back, or why to close, so
 //! that every close is a `?` in the handler.
+//!
+//! Love is bounded twice here: a connection adds at most its budget of taps
+//! (`--love-rate` a second, `--love-burst` at once), and its client's first
+//! love in the room, which starts a ledger, comes out of its address's
+//! quota (`--love-ledgers-per-ip`). Either refusal is a `rate_limited`
+//! error that counts nothing and is not a violation: the client's resend
+//! comes later, within bounds.
 
 use super::handler::{Handler, TapAnswer};
 use super::{CloseReason, Reply, Socket};
 use crate::limits::Verdict;
+use crate::love::bounds::LoveBudget;
 use crate::love::{Tap, TapOutcome, TapResult};
 use crate::metrics::metrics;
 use crate::room::{Control, Report};
 use shared::protocol::MAX_LOVE_STEP;
 use shared::{
-    ClientMessage, ErrorCode, LoveAck, PhaseReport, ProtocolError, ServerMessage, TimeReply,
+    ClientMessage, ErrorCode, LoveAck, LoveFolded, PhaseReport, ProtocolError, ServerMessage,
+    TimeReply,
 };
 use tokio::time::Instant;
 
@@ -34,7 +43,7 @@ impl<S: Socket> Handler<S> {
         match parsed {
             Ok(ClientMessage::Phase(report)) => Ok(self.phase(report, now)),
             Ok(ClientMessage::Time { t0 }) => Ok(Some(self.time(t0))),
-            Ok(ClientMessage::Love { seq }) => Ok(self.love(seq, now)),
+            Ok(ClientMessage::Love { seq, epoch }) => Ok(self.love(LoveCount { seq, epoch }, now)),
             Err(error) => self.invalid(error, now),
         }
     }
@@ -58,20 +67,47 @@ impl<S: Socket> Handler<S> {
 
     /// A love tap is handed to the store, or waits behind the one there;
     /// the answer comes later, through [`Handler::love_answered`].
-    fn love(&mut self, seq: u64, now: Instant) -> Option<ServerMessage> {
+    fn love(&mut self, count: LoveCount, now: Instant) -> Option<ServerMessage> {
         metrics().received_love.increment(1);
         if self.love.at_store.is_some() {
-            self.love.waiting = Some((seq, now));
+            self.love.waiting = Some((count, now));
         } else {
-            self.hand_to_store(seq, now);
+            self.hand_to_store(count, now);
         }
         None
     }
 
-    fn hand_to_store(&mut self, seq: u64, received: Instant) {
+    fn hand_to_store(&mut self, count: LoveCount, received: Instant) {
         let store = self.state.love.clone();
-        let room = self.membership.name.clone();
-        let tap = Tap { room, client: self.client_id.clone(), seq };
+        let config = &self.state.config;
+        let now = self.state.clock.now();
+        let bounds = &mut self.love.bounds;
+        let budget = bounds.budget.get_or_insert_with(|| LoveBudget::new(config.love_burst, now));
+        let limit = budget.available(now, config.love_rate, config.love_burst).min(MAX_LOVE_STEP);
+        // A new ledger comes out of the address's quota, taken before the
+        // store knows whether one is needed and given back if it was not.
+        let may_create = bounds.ledger_known
+            || bounds.holds_ledger
+            || match self.love.address {
+                None => true,
+                Some(address) => {
+                    bounds.holds_ledger = store.quota().take(address, now);
+                    bounds.holds_ledger
+                }
+            };
+        // Whole milliseconds of a clock after 1970.
+        let at_ms = self.state.clock.now_ms().max(0.0) as u64;
+        let retention_ms = u64::try_from(config.love_retention.as_millis()).unwrap_or(u64::MAX);
+        let tap = Tap {
+            room: self.membership.name.clone(),
+            client: self.client_id.clone(),
+            seq: count.seq,
+            epoch: count.epoch,
+            limit,
+            may_create,
+            at_ms,
+            fresh_after_ms: at_ms.saturating_sub(retention_ms),
+        };
         let answer: TapAnswer = Box::pin(async move {
             let outcome = store.tap(tap).await;
             if let Ok(TapOutcome::Counted { .. }) = outcome {
@@ -79,25 +115,43 @@ impl<S: Socket> Handler<S> {
             }
             outcome
         });
-        self.love.at_store = Some((seq, answer));
+        self.love.at_store = Some((count, answer));
     }
 
     /// The store answered the tap it had: the waiting tap (if any) goes to
     /// the store, and the client hears what happened to its own.
     pub(super) fn love_answered(&mut self, outcome: TapResult) -> Reply {
-        let Some((seq, _)) = self.love.at_store.take() else {
+        let Some((LoveCount { seq, epoch }, _)) = self.love.at_store.take() else {
             return Ok(None);
         };
+        self.settle_ledger(&outcome);
         if let Some((next, received)) = self.love.waiting.take() {
             self.hand_to_store(next, received);
         }
         match outcome {
-            Ok(TapOutcome::Counted { added, total }) => {
+            Ok(TapOutcome::Counted { added, total, epoch, created }) => {
                 metrics().love_taps.increment(added);
+                if created {
+                    metrics::counter!("heartsync_love_ledgers_created_total").increment(1);
+                }
+                if let Some(budget) = &mut self.love.bounds.budget {
+                    budget.spend(added);
+                }
                 if added > 0 {
                     let _ = self.membership.handle.control.send(Control::Love { total });
                 }
-                Ok(Some(ServerMessage::LoveAck(LoveAck { seq, total })))
+                Ok(Some(ServerMessage::LoveAck(LoveAck { seq, total, epoch })))
+            }
+            Ok(TapOutcome::TooBig { last }) if seq.saturating_sub(last) <= MAX_LOVE_STEP => {
+                refused("rate");
+                let rate = self.state.config.love_rate;
+                Ok(Some(ServerMessage::Error(ProtocolError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "too much love at once: one connection adds at most {rate} taps a \
+                         second; nothing was counted, send seq {seq} again in a moment"
+                    ),
+                ))))
             }
             Ok(TapOutcome::TooBig { last }) => {
                 let error = ProtocolError::new(
@@ -109,6 +163,23 @@ impl<S: Socket> Handler<S> {
                 self.violation(self.state.clock.now())?;
                 Ok(Some(ServerMessage::Error(error)))
             }
+            Ok(TapOutcome::Folded { total }) => {
+                metrics::counter!("heartsync_love_folded_answers_total").increment(1);
+                Ok(Some(ServerMessage::LoveFolded(LoveFolded { epoch, seq, total })))
+            }
+            Ok(TapOutcome::NoLedger) => {
+                refused("ledgers");
+                let config = &self.state.config;
+                Ok(Some(ServerMessage::Error(ProtocolError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "too many new love ledgers from your address: at most {} per {}; \
+                         nothing was counted, send your love again later",
+                        config.love_ledgers_per_ip,
+                        humantime::format_duration(config.love_ledger_window)
+                    ),
+                ))))
+            }
             Err(error) => {
                 tracing::error!(%error, "love not saved");
                 Ok(Some(ServerMessage::Error(ProtocolError::new(
@@ -117,6 +188,27 @@ impl<S: Socket> Handler<S> {
                 ))))
             }
         }
+    }
+
+    /// After the store's answer, the ledger this connection took from its
+    /// address's quota is kept if the tap started one, and given back if
+    /// not; once the client is known to have a ledger, its later taps need
+    /// none (one connection is one client in one room: it can start a
+    /// ledger again only after its last was folded, a retention later).
+    fn settle_ledger(&mut self, outcome: &TapResult) {
+        let bounds = &mut self.love.bounds;
+        let (known, started) = match outcome {
+            Ok(TapOutcome::Counted { epoch, created, .. }) => (*epoch != 0, *created),
+            _ => (false, false),
+        };
+        if bounds.holds_ledger
+            && !started
+            && let Some(address) = self.love.address
+        {
+            self.state.love.quota().give_back(address);
+        }
+        bounds.holds_ledger = false;
+        bounds.ledger_known |= known;
     }
 
     /// A message that broke the protocol gets its error, and counts towards
@@ -136,6 +228,34 @@ impl<S: Socket> Handler<S> {
     fn violation(&mut self, now: Instant) -> Result<(), CloseReason> {
         if self.violations.record(now) { Err(CloseReason::Violations) } else { Ok(()) }
     }
+}
+
+/// A `love` message: the count and the ledger it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LoveCount {
+    /// The client's cumulative count.
+    pub(super) seq: u64,
+    /// The ledger it names (0: its ledger, whichever it is, or a new one).
+    pub(super) epoch: u64,
+}
+
+/// One connection's bounds on love.
+#[derive(Debug, Default)]
+pub(super) struct LoveBounds {
+    /// The taps it may still add; made at its first love.
+    pub(super) budget: Option<LoveBudget>,
+    /// A new ledger taken from the address's quota for the tap at the
+    /// store, to keep or give back when the store answers.
+    pub(super) holds_ledger: bool,
+    /// The store has answered with the client's ledger: later taps start
+    /// none.
+    pub(super) ledger_known: bool,
+}
+
+/// Counts a love message refused for a bound (`rate`: the connection's
+/// budget; `ledgers`: the address's quota of new ledgers).
+fn refused(reason: &'static str) {
+    metrics::counter!("heartsync_love_refused_total", "reason" => reason).increment(1);
 }
 
 /// A dropped message: the client hears so at most once a second.

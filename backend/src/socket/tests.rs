@@ -383,15 +383,31 @@ async fn other_messages_are_answered_while_a_love_tap_waits_for_the_disk() {
     let (love, commits) = MemoryLove::gated();
     let state = state_with(Config::default(), love);
     let mut peer = connect(&state).await;
-    peer.send(&ClientMessage::Love { seq: 1 });
+    peer.send(&love_tap(1));
     peer.send(&ClientMessage::Time { t0: 7.0 });
     assert!(matches!(peer.reply().await, ServerMessage::Time(_)), "not held up by the disk");
     // A second tap waits behind the first, and is answered after it.
-    peer.send(&ClientMessage::Love { seq: 3 });
+    peer.send(&love_tap(3));
     commits.send(Commit::Succeed).expect("the writer is running");
-    assert_eq!(peer.reply().await, ServerMessage::LoveAck(LoveAck { seq: 1, total: 1 }));
+    assert_eq!(acked(peer.reply().await), (1, 1));
     commits.send(Commit::Succeed).expect("the writer is running");
-    assert_eq!(peer.reply().await, ServerMessage::LoveAck(LoveAck { seq: 3, total: 3 }));
+    assert_eq!(acked(peer.reply().await), (3, 3));
+}
+
+/// A `love` with count `seq`, naming no ledger.
+fn love_tap(seq: u64) -> ClientMessage {
+    ClientMessage::Love { seq, epoch: 0 }
+}
+
+/// An ack's count and total (its epoch is the clock's, which runs).
+fn acked(reply: ServerMessage) -> (u64, u64) {
+    match reply {
+        ServerMessage::LoveAck(LoveAck { seq, total, epoch }) => {
+            assert_ne!(epoch, 0, "the ack names the ledger");
+            (seq, total)
+        }
+        other => panic!("expected a love_ack, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -399,20 +415,37 @@ async fn a_full_disk_is_an_internal_error_and_the_connection_stays() {
     let (love, commits) = MemoryLove::gated();
     let state = state_with(Config::default(), love);
     let mut peer = connect(&state).await;
-    peer.send(&ClientMessage::Love { seq: 1 });
+    peer.send(&love_tap(1));
     commits.send(Commit::DiskFull).expect("the writer is running");
     assert_eq!(peer.error().await, ErrorCode::Internal);
-    peer.send(&ClientMessage::Love { seq: 1 });
+    peer.send(&love_tap(1));
     commits.send(Commit::Succeed).expect("the writer is running");
-    assert_eq!(peer.reply().await, ServerMessage::LoveAck(LoveAck { seq: 1, total: 1 }));
+    assert_eq!(acked(peer.reply().await), (1, 1));
 }
 
 #[tokio::test]
 async fn a_love_jump_too_far_is_bad_love() {
     let state = state_with(Config::default(), MemoryLove::default());
     let mut peer = connect(&state).await;
-    peer.send(&ClientMessage::Love { seq: 51 });
+    peer.send(&love_tap(1));
+    assert_eq!(acked(peer.reply().await), (1, 1));
+    peer.send(&love_tap(52));
     assert_eq!(peer.error().await, ErrorCode::BadLove);
-    peer.send(&ClientMessage::Love { seq: 50 });
-    assert_eq!(peer.reply().await, ServerMessage::LoveAck(LoveAck { seq: 50, total: 50 }));
+    peer.send(&love_tap(51));
+    assert_eq!(acked(peer.reply().await), (51, 51));
+}
+
+#[tokio::test]
+async fn love_over_the_connections_budget_is_rate_limited_and_counts_nothing() {
+    let config = Config { love_rate: 1, love_burst: 10, ..Config::default() };
+    let state = state_with(config, MemoryLove::default());
+    let mut peer = connect(&state).await;
+    peer.send(&love_tap(10));
+    assert_eq!(acked(peer.reply().await), (10, 10));
+    // The burst is spent: five more are over the budget, and not a
+    // violation; the count stays where it was.
+    peer.send(&love_tap(15));
+    assert_eq!(peer.error().await, ErrorCode::RateLimited);
+    peer.send(&love_tap(10));
+    assert_eq!(acked(peer.reply().await), (10, 10), "nothing was counted");
 }

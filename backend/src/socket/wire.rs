@@ -69,7 +69,9 @@ impl<S: Socket> Wire<S> {
             ServerMessage::Consensus(_) => m.sent_consensus.increment(1),
             ServerMessage::Time(_) => m.sent_time.increment(1),
             ServerMessage::Error(e) => m.error_sent(e.code),
-            ServerMessage::LoveAck(_) => m.sent_love_ack.increment(1),
+            ServerMessage::LoveAck(_) | ServerMessage::LoveFolded(_) => {
+                m.sent_love_ack.increment(1)
+            }
         }
         self.send(Message::Text(Utf8Bytes::from(message.to_json()))).await
     }

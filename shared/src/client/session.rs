@@ -59,8 +59,9 @@ pub struct RoomView {
 pub struct Reaction {
     /// Messages to send back, in order.
     pub send: Vec<ClientMessage>,
-    /// The server acknowledged love: a client that persists its love saves
-    /// [`Love::acked`] now.
+    /// The server acknowledged love, or started a new ledger for it: a
+    /// client that persists its love saves [`Love::taps`], [`Love::acked`]
+    /// and [`Love::epoch`] now.
     pub acked_changed: bool,
     /// The server refused something; the client logs or shows it.
     pub error: Option<ProtocolError>,
@@ -235,10 +236,16 @@ impl Session {
                 }
             }
             ServerMessage::LoveAck(ack) => {
-                let acked = self.love.acked();
+                let before = (self.love.acked(), self.love.epoch());
                 let others = self.love.acknowledged(ack);
                 self.bursts.1 = self.bursts.1.saturating_add(others);
-                reaction.acked_changed = self.love.acked() != acked;
+                reaction.acked_changed = (self.love.acked(), self.love.epoch()) != before;
+            }
+            ServerMessage::LoveFolded(folded) => {
+                let before = (self.love.taps(), self.love.acked(), self.love.epoch());
+                self.love.folded(folded);
+                reaction.acked_changed =
+                    (self.love.taps(), self.love.acked(), self.love.epoch()) != before;
             }
             ServerMessage::Error(error) => reaction.error = Some(error),
         }
@@ -273,8 +280,13 @@ impl Session {
             let period = self.report_ms as f64;
             self.next_report = (self.next_report + period).max(now + period / 2.0);
         }
-        if let Some(seq) = self.love.due(now) {
-            send.push(ClientMessage::Love { seq });
+        // Love waits for the clock too: a new ledger is named from it, so a
+        // count resent after the ledger was folded is always recognised.
+        if let Some(server_now) = self.clock.server_time(now)
+            && let Some(seq) = self.love.due(now)
+        {
+            let epoch = self.love.epoch_to_send(Some(server_now));
+            send.push(ClientMessage::Love { seq, epoch });
         }
         Ok(send)
     }
@@ -294,7 +306,7 @@ impl Session {
             if self.welcomed && self.clock.synced() {
                 wake = wake.min(self.next_report);
             }
-            if let Some(love) = self.love.next_due() {
+            if let Some(love) = self.love.next_due().filter(|_| self.clock.synced()) {
                 wake = wake.min(love);
             }
         }
@@ -389,7 +401,7 @@ mod tests {
     use crate::client::link::{CONNECT_TIMEOUT_MS, SILENCE_MS};
     use crate::client::love::{BATCH_MS, FIRST_RESEND_MS};
     use crate::client::sync::CLOCK_SAMPLES;
-    use crate::{Consensus, ErrorCode, LoveAck, TimeReply, Welcome};
+    use crate::{Consensus, ErrorCode, LoveAck, LoveFolded, TimeReply, Welcome};
     use proptest::prelude::*;
 
     fn session() -> Session {
@@ -489,16 +501,29 @@ mod tests {
         assert_eq!(s.take_bursts(), (0, 0));
     }
 
+    /// One clock sample at local `now`: the server's clock is local + 1e12.
+    fn sync(s: &mut Session, now: f64) {
+        s.receive(ServerMessage::Time(TimeReply { t0: now, server_time: 1e12 + now }), now);
+    }
+
+    /// The love messages among `sent`.
+    fn loves(sent: Result<Vec<ClientMessage>, Stuck>) -> Vec<ClientMessage> {
+        let sent = sent.expect("not stuck");
+        sent.into_iter().filter(|m| matches!(m, ClientMessage::Love { .. })).collect()
+    }
+
     #[test]
     fn taps_are_sent_acknowledged_and_burst_once() {
         let mut s = open_session();
+        sync(&mut s, 0.0);
         s.receive(consensus(10), 0.0);
         assert_eq!(s.tap(), 1);
         assert_eq!((s.view().love_shown, s.view().love_pending), (11, 1));
         assert_eq!(s.take_bursts(), (1, 0));
         assert_eq!(s.next_wake(), f64::NEG_INFINITY, "love is due at once");
-        assert_eq!(s.poll(0.0), Ok(vec![ClientMessage::Love { seq: 1 }]));
-        let reaction = s.receive(ServerMessage::LoveAck(LoveAck { seq: 1, total: 11 }), 5.0);
+        let epoch = 1_000_000_000_000;
+        assert_eq!(loves(s.poll(0.0)), vec![ClientMessage::Love { seq: 1, epoch }]);
+        let reaction = s.receive(ServerMessage::LoveAck(LoveAck { seq: 1, total: 11, epoch }), 5.0);
         assert!(reaction.acked_changed);
         s.receive(consensus(11), 10.0);
         assert_eq!(s.take_bursts(), (0, 0));
@@ -506,19 +531,44 @@ mod tests {
     }
 
     #[test]
-    fn love_waits_for_an_open_socket_and_goes_again_on_the_next() {
+    fn a_synced_client_names_its_ledger_and_starts_another_when_it_is_folded() {
+        let mut s = open_session();
+        let love = loves;
+        sync(&mut s, 20.0);
+        s.tap();
+        let epoch = 1_000_000_000_020;
+        assert_eq!(love(s.poll(20.0)), vec![ClientMessage::Love { seq: 1, epoch }]);
+        let ack = s.receive(ServerMessage::LoveAck(LoveAck { seq: 1, total: 1, epoch }), 30.0);
+        assert!(ack.acked_changed);
+        s.tap();
+        assert_eq!(love(s.poll(200.0)), vec![ClientMessage::Love { seq: 2, epoch }]);
+        // The ledger was folded: the tap sent on this connection (answered
+        // in order) starts a new ledger, named from the clock.
+        let folded = LoveFolded { epoch, seq: 2, total: 1 };
+        let reaction = s.receive(ServerMessage::LoveFolded(folded), 300.0);
+        assert!(reaction.acked_changed, "the page persists the new ledger");
+        assert_eq!((s.love().taps(), s.love().acked(), s.love().epoch()), (1, 0, 0));
+        assert_eq!(love(s.poll(400.0)), vec![ClientMessage::Love { seq: 1, epoch: epoch + 380 }]);
+    }
+
+    #[test]
+    fn love_waits_for_an_open_socket_and_a_synced_clock_and_goes_again_on_the_next() {
         let mut s = session();
         s.tap();
         assert_eq!(s.poll(0.0), Ok(vec![]), "not connected");
         s.connecting(0.0);
         assert_eq!(s.poll(1.0), Ok(vec![]), "not open yet");
         s.opened(2.0);
-        assert_eq!(s.poll(2.0), Ok(vec![ClientMessage::Love { seq: 1 }]));
-        assert_eq!(s.poll(2.0 + BATCH_MS), Ok(vec![]), "sent, not acknowledged yet");
+        assert_eq!(loves(s.poll(2.0)), vec![], "the clock is not synced yet");
+        assert!(s.next_wake() > 2.0, "and nothing to wake for meanwhile");
+        sync(&mut s, 2.0);
+        let love = ClientMessage::Love { seq: 1, epoch: 1_000_000_000_002 };
+        assert_eq!(loves(s.poll(2.0)), vec![love.clone()]);
+        assert_eq!(loves(s.poll(2.0 + BATCH_MS)), vec![], "sent, not acknowledged yet");
         s.closed(3.0, "lost", 0.0, false);
         s.connecting(4.0);
         s.opened(5.0);
-        assert_eq!(s.poll(5.0), Ok(vec![ClientMessage::Love { seq: 1 }]));
+        assert_eq!(loves(s.poll(5.0)), vec![love], "the clock is kept across connections");
         assert_eq!(s.next_wake(), 5.0 + FIRST_RESEND_MS);
     }
 
@@ -694,7 +744,7 @@ mod tests {
                     1 => { s.receive(consensus(0), now); }
                     2 => {
                         let seq = s.love().taps();
-                        s.receive(ServerMessage::LoveAck(LoveAck { seq, total: seq }), now);
+                        s.receive(ServerMessage::LoveAck(LoveAck { seq, total: seq, epoch: 0 }), now);
                     }
                     _ => {}
                 }

@@ -2,9 +2,12 @@
 //! `redis-server`, behind a real `nginx`, and the faults an operator meets
 //! (an instance killed, Redis stopped or killed, a bad Redis at start).
 
-use crate::love::{concurrent_tappers_and_separate_rooms, love, ordered_acks_and_replays};
+use crate::love::{
+    Ack, a_first_count_resent_after_a_fold_counts_once, a_resend_across_a_fold_counts_once,
+    concurrent_tappers_and_separate_rooms, love, ordered_acks_and_replays,
+};
 use anyhow::{Context, ensure};
-use shared::{ClientMessage, Consensus, LoveAck, PhaseReport, ServerMessage, wrap};
+use shared::{ClientMessage, Consensus, PhaseReport, ServerMessage, wrap};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -243,7 +246,7 @@ async fn while_redis_is_down_rooms_run_locally_and_love_waits_then_counts_once()
     let all: Vec<&Heart> = hearts.iter().collect();
     all_see(&all, 4, 4).await.unwrap();
     let (mut lover, _, _) = Client::join(&room(0, "lover-0001")).await.unwrap();
-    assert_eq!(love(&mut lover, 2).await.unwrap(), LoveAck { seq: 2, total: 2 });
+    assert_eq!(love(&mut lover, 2).await.unwrap(), Ack { seq: 2, total: 2 });
     let (status, body) = http_get(cluster.instance(0).addr, "/readyz").await.unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("instance-0"), "{body}");
@@ -269,7 +272,7 @@ async fn while_redis_is_down_rooms_run_locally_and_love_waits_then_counts_once()
     all_see(&here.iter().collect::<Vec<_>>(), 3, 2).await.unwrap();
     all_see(&there.iter().collect::<Vec<_>>(), 2, 2).await.unwrap();
     // Love waits for Redis: no ack while it is down.
-    lover.send(&ClientMessage::Love { seq: 5 }).await;
+    lover.send(&ClientMessage::Love { seq: 5, epoch: 0 }).await;
     while stopped.elapsed() < Duration::from_secs(5) {
         match lover.next_within(Duration::from_millis(200)).await {
             Ok(ServerMessage::Consensus(_)) | Err(_) => {}
@@ -280,11 +283,11 @@ async fn while_redis_is_down_rooms_run_locally_and_love_waits_then_counts_once()
     cluster.redis.restart().await.unwrap();
     let ack = love(&mut lover, 5).await;
     // The first reply is the waiting tap's; the resend is a replay.
-    assert_eq!(ack.unwrap(), LoveAck { seq: 5, total: 5 });
+    assert_eq!(ack.unwrap(), Ack { seq: 5, total: 5 });
     // The same client resending on the other instance is counted once.
     let (mut moved, _, _) = Client::join(&room(1, "lover-0001")).await.unwrap();
-    assert_eq!(love(&mut moved, 5).await.unwrap(), LoveAck { seq: 5, total: 5 });
-    assert_eq!(love(&mut moved, 6).await.unwrap(), LoveAck { seq: 6, total: 6 });
+    assert_eq!(love(&mut moved, 5).await.unwrap(), Ack { seq: 5, total: 5 });
+    assert_eq!(love(&mut moved, 6).await.unwrap(), Ack { seq: 6, total: 6 });
     // The instances subscribed again by themselves.
     all_see(&all, 6, 4).await.unwrap();
     for i in 0..2 {
@@ -333,6 +336,15 @@ async fn redis_love_taps_are_acknowledged_in_order_and_replays_count_nothing() {
 async fn redis_love_concurrent_tappers_add_exactly_what_they_tapped() {
     let redis = RedisServer::start().await.expect("redis");
     concurrent_tappers_and_separate_rooms(|c| c.redis_url = Some(redis.url())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_love_a_resend_across_a_fold_on_another_instance_is_never_counted_twice() {
+    let cluster = Cluster::start(2, &["--love-retention", "1s"]).await.expect("cluster");
+    let url = |i: usize| format!("ws://{}/ws/faithful?client_id=faithful-1", cluster.addrs[i]);
+    a_resend_across_a_fold_counts_once([url(0), url(1)]).await;
+    let url = |i: usize| format!("ws://{}/ws/faithful?client_id=first-timer", cluster.addrs[i]);
+    a_first_count_resent_after_a_fold_counts_once([url(0), url(1)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

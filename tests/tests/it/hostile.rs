@@ -459,3 +459,86 @@ async fn malformed_websocket_keys_are_refused() {
         assert_eq!(status(bad).await, 400, "{bad}");
     }
 }
+
+/// Sends love `seq` (naming no ledger) on a raw socket and returns the
+/// answer, skipping the welcome and ticks.
+async fn love_on(socket: &mut Held, seq: u64) -> anyhow::Result<shared::ServerMessage> {
+    use futures_util::{SinkExt, StreamExt};
+    use shared::{ClientMessage, ServerMessage};
+    let love = ClientMessage::Love { seq, epoch: 0 }.to_json();
+    socket.send(tokio_tungstenite::tungstenite::Message::text(love)).await?;
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .context("no answer in time")?
+            .context("the connection ended")??;
+        let Ok(text) = frame.to_text() else { continue };
+        match ServerMessage::parse(text)? {
+            ServerMessage::Welcome(_) | ServerMessage::Consensus(_) => continue,
+            other => return Ok(other),
+        }
+    }
+}
+
+// Probe finding 7: love storage grew without bound (a permanent ledger row
+// for every client id that ever sent love, and the client picks its id) and
+// could be inflated freely. Now one address starts at most
+// `--love-ledgers-per-ip` ledgers a window, one connection adds at most its
+// budget of taps, and a ledger idle for `--love-retention` is folded into
+// the room's total, its resends never counted twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn love_ledger_is_bounded_per_address_and_folds_idle_clients() {
+    use crate::love::{Ack, a_resend_across_a_fold_counts_once, love};
+    use shared::{ErrorCode, ServerMessage};
+    let server = TestServer::start_with(|c| {
+        c.tick = Duration::from_millis(50);
+        c.love_ledgers_per_ip = 4;
+        c.love_burst = 10;
+        c.love_rate = 1;
+        c.love_retention = Duration::from_secs(1);
+    })
+    .await;
+    // Folding: an idle ledger is deleted, and a resend to it counts
+    // nothing (two of this address's four new ledgers: the first and the
+    // one after the fold).
+    let url = server.ws_url("/ws/bounded?client_id=faithful-1");
+    a_resend_across_a_fold_counts_once([url.clone(), url]).await;
+    let folded = metric(server.addr, "heartsync_love_ledgers_folded_total", &[]).await;
+    assert!(folded.is_some_and(|n| n >= 1.0), "folds are counted: {folded:?}");
+    let total = 6;
+
+    // Two more client ids from this address start ledgers; the next one
+    // does not, and counts nothing.
+    let join = |id: &str| server.ws_url(&format!("/ws/bounded?client_id={id}"));
+    let (mut third, _, _) = tests::Client::join(&join("fresh-id-3")).await.unwrap();
+    assert_eq!(love(&mut third, 1).await.unwrap(), Ack { seq: 1, total: total + 1 });
+    let (mut fourth, _, _) = tests::Client::join(&join("fresh-id-4")).await.unwrap();
+    assert_eq!(love(&mut fourth, 1).await.unwrap(), Ack { seq: 1, total: total + 2 });
+    let (mut fifth, _, _) = tests::Client::join(&join("fresh-id-5")).await.unwrap();
+    fifth.send(&shared::ClientMessage::Love { seq: 1, epoch: 0 }).await;
+    assert_eq!(fifth.next_error().await.unwrap(), ErrorCode::RateLimited);
+    // (The metrics are the process's, shared by the tests running in it.)
+    let refused = metric(server.addr, "heartsync_love_refused_total", &[("reason", "ledgers")]);
+    assert!(refused.await.is_some_and(|n| n >= 1.0));
+    // A client whose ledger exists goes on without the quota, and another
+    // address has a quota of its own.
+    assert_eq!(love(&mut third, 2).await.unwrap(), Ack { seq: 2, total: total + 3 });
+    let url = join("other-address-1");
+    let mut other = upgrade_from(SECOND_ADDRESS, server.addr, &url, &[]).await.expect("upgrade");
+    match love_on(&mut other, 1).await.unwrap() {
+        ServerMessage::LoveAck(ack) => assert_eq!(ack.total, total + 4),
+        answer => panic!("expected love_ack, got {answer:?}"),
+    }
+
+    // One connection adds at most its budget: ten at once, then a tap a
+    // second; more is refused and counts nothing.
+    assert_eq!(love(&mut fourth, 10).await.unwrap(), Ack { seq: 10, total: total + 13 });
+    fourth.send(&shared::ClientMessage::Love { seq: 20, epoch: 0 }).await;
+    assert_eq!(fourth.next_error().await.unwrap(), ErrorCode::RateLimited);
+    let refused = metric(server.addr, "heartsync_love_refused_total", &[("reason", "rate")]);
+    assert!(refused.await.is_some_and(|n| n >= 1.0));
+    let (_, _, first) = tests::Client::join(&join("a-watcher")).await.unwrap();
+    assert_eq!(first.love, total + 13, "nothing refused was counted");
+    let created = metric(server.addr, "heartsync_love_ledgers_created_total", &[]).await;
+    assert!(created.is_some_and(|n| n >= 5.0), "new ledgers are counted: {created:?}");
+}

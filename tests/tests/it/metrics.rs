@@ -43,7 +43,7 @@ async fn metrics_move_with_a_scripted_scenario() {
     voter.consensus_where(Duration::from_secs(2), |c| c.voters == 1).await.unwrap();
     voter.send_text("{}").await;
     assert_eq!(voter.next_error().await.unwrap(), shared::ErrorCode::BadField);
-    lover.send(&ClientMessage::Love { seq: 3 }).await;
+    lover.send(&ClientMessage::Love { seq: 3, epoch: 0 }).await;
     loop {
         if let shared::ServerMessage::LoveAck(_) = lover.next().await.unwrap() {
             break;
