@@ -962,7 +962,7 @@ impl Heart {
         // cumulative count; the server counts only what it has not yet.
         if self.sent > self.acked {
             pending.push_back(self.sent);
-            let love = ClientMessage::Love { seq: self.sent };
+            let love = ClientMessage::Love { seq: self.sent, epoch: 0 };
             if socket.send(Message::text(love.to_json())).await.is_err() {
                 Counters::add(&counters.dropped, 1);
                 return Left::Dropped;
@@ -1003,7 +1003,7 @@ impl Heart {
                     self.sent += 1;
                     Counters::add(&counters.taps, 1);
                     pending.push_back(self.sent);
-                    let love = ClientMessage::Love { seq: self.sent };
+                    let love = ClientMessage::Love { seq: self.sent, epoch: 0 };
                     socket.send(Message::text(love.to_json())).await
                 }
                 frame = socket.next() => {
@@ -1032,6 +1032,12 @@ impl Heart {
                         Ok(ServerMessage::LoveAck(ack)) => self.acknowledged(&mut pending, ack, counters),
                         Ok(ServerMessage::Error(error)) => {
                             eprintln!("soak: heart {} was sent {:?}: {}", self.client_id, error.code, error.message);
+                            Counters::add(&counters.error_messages, 1);
+                        }
+                        Ok(ServerMessage::LoveFolded(folded)) => {
+                            // Ledgers fold after `--love-retention` (days):
+                            // never within a soak.
+                            eprintln!("soak: heart {}'s ledger was folded: {folded:?}", self.client_id);
                             Counters::add(&counters.error_messages, 1);
                         }
                         Ok(ServerMessage::Time(_) | ServerMessage::Welcome(_)) => {}
