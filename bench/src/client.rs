@@ -2,6 +2,7 @@
 //! address), reports its phase every `report_ms`, and measures every
 //! consensus it receives.
 
+use crate::stamped::Stamped;
 use crate::stats::{Seen, Stats};
 use futures_util::{SinkExt, StreamExt};
 use shared::clock::system_now_ms as now_ms;
@@ -115,7 +116,8 @@ pub async fn run(
                             stats.errors.fetch_add(1, Ordering::Relaxed);
                             continue;
                         };
-                        record_tick(&stats, &measuring, &mut last_seq, c.seq, c.at);
+                        let arrival = socket.get_ref().arrival_ms();
+                        record_tick(&stats, &measuring, &mut last_seq, (c.seq, c.at), arrival);
                         continue;
                     };
                     let Ok(c) = serde_json::from_str::<shared::Consensus>(text.as_str()) else {
@@ -127,12 +129,14 @@ pub async fn run(
                             Seen::new(c.phase, c.coherence, c.bpm, c.hearts, c.voters, c.love);
                         stats.agreement.record(instance, c.seq, seen);
                     }
-                    record_tick(&stats, &measuring, &mut last_seq, c.seq, c.at);
+                    let arrival = socket.get_ref().arrival_ms();
+                    record_tick(&stats, &measuring, &mut last_seq, (c.seq, c.at), arrival);
                     continue;
                 }
                 match ServerMessage::parse(text.as_str()) {
                     Ok(ServerMessage::Consensus(c)) => {
-                        record_tick(&stats, &measuring, &mut last_seq, c.seq, c.at);
+                        let arrival = socket.get_ref().arrival_ms();
+                        record_tick(&stats, &measuring, &mut last_seq, (c.seq, c.at), arrival);
                     }
                     Ok(ServerMessage::LoveAck(ack)) => {
                         while unacked.front().is_some_and(|(seq, _)| *seq <= ack.seq) {
@@ -165,17 +169,21 @@ struct Tick {
     at: f64,
 }
 
-/// Counts one consensus (`seq`, `at`): its delay and any gap before it,
+/// Counts one consensus (`seq`, `at`): its delay (to the read, and to its
+/// arrival in the socket when the kernel stamped it) and any gap before it,
 /// while the window is being measured.
 fn record_tick(
     stats: &Stats,
     measuring: &AtomicBool,
     last_seq: &mut Option<u64>,
-    seq: u64,
-    at: f64,
+    (seq, at): (u64, f64),
+    arrival_ms: Option<f64>,
 ) {
     if measuring.load(Ordering::Relaxed) {
         stats.tick_delay_ms.record(now_ms() - at);
+        if let Some(arrival) = arrival_ms {
+            stats.arrival_delay_ms.record(arrival - at);
+        }
         stats.consensus_received.fetch_add(1, Ordering::Relaxed);
         if let Some(last) = *last_seq {
             stats.ticks_missed.fetch_add(seq.saturating_sub(last + 1), Ordering::Relaxed);
@@ -184,7 +192,7 @@ fn record_tick(
     *last_seq = Some(seq);
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+type Socket = tokio_tungstenite::WebSocketStream<Stamped>;
 
 /// TCP connect from the plan's source address, upgrade, and read the
 /// welcome; the socket and the report interval it asks for.
@@ -200,6 +208,7 @@ async fn connect(plan: &Plan, stats: &Stats) -> Option<(Socket, u64)> {
         .ok()?
         .ok()?;
     let _ = stream.set_nodelay(true);
+    let stream = Stamped::new(stream).ok()?;
     // Small messages only: a small read buffer, as the server uses.
     let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
     let handshake =

@@ -39,6 +39,7 @@ mod floor;
 mod redis_info;
 mod server;
 mod soak;
+mod stamped;
 mod stats;
 
 use anyhow::{Context, bail};
@@ -130,6 +131,14 @@ struct Args {
     /// only so many descriptors).
     #[arg(long, default_value_t = 1)]
     processes: usize,
+    /// Run the generator processes at this niceness (1-19; 0: as this
+    /// process), so that on a machine they share with the server they read
+    /// in the server's idle time instead of taking its cores during the
+    /// burst being measured, as clients on other machines would. Their reads
+    /// come later then, so read the arrival delays (kernel receive times),
+    /// not the read delays. Given alone, it starts one generator process.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
+    generator_nice: u8,
     /// Then run the same load against the floor (spawned on a free loopback
     /// port) and report both rows and their ratios.
     #[arg(long)]
@@ -163,6 +172,14 @@ struct Args {
     source_base: u8,
 }
 
+impl Args {
+    /// Whether the clients run in child generator processes (this process
+    /// steering them) rather than in this one.
+    fn spawns_generators(&self) -> bool {
+        !self.child && (self.processes > 1 || self.generator_nice > 0)
+    }
+}
+
 fn parse_rate(s: &str) -> Result<f64, String> {
     let number = s.strip_suffix("/s").unwrap_or(s);
     match number.parse::<f64>() {
@@ -188,7 +205,7 @@ fn main() -> anyhow::Result<()> {
     }
     // Every client is a file descriptor; the soft limit is usually 1024.
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
-    let own_clients = if args.processes > 1 && !args.child { 0 } else { args.clients };
+    let own_clients = if args.spawns_generators() { 0 } else { args.clients };
     if own_clients as u64 + 64 > fd_limit {
         bail!(
             "{own_clients} clients need {} file descriptors but this process may hold \
@@ -393,7 +410,7 @@ async fn measure(
         );
     }
     let ramp_started = Instant::now();
-    let mut generator = if args.processes > 1 {
+    let mut generator = if args.spawns_generators() {
         Generator::Children(Children::spawn(args, target, source_base).await?)
     } else {
         let share = Share {
@@ -631,7 +648,13 @@ impl Children {
             let base =
                 u8::try_from(base).ok().filter(|b| usize::from(*b) + usize::from(sources) <= 256);
             let base = base.context("too many source addresses; lower --sources or --processes")?;
-            let mut command = tokio::process::Command::new(&exe);
+            let mut command = if args.generator_nice > 0 {
+                let mut nice = tokio::process::Command::new("nice");
+                nice.args(["-n", &args.generator_nice.to_string()]).arg(&exe);
+                nice
+            } else {
+                tokio::process::Command::new(&exe)
+            };
             command
                 .arg("--child")
                 .args(["--url", &target.urls()])
@@ -790,6 +813,9 @@ struct Report {
     refused: u64,
     connect_ms: [f64; 3],
     tick_delay_ms: [f64; 3],
+    /// To the kernel's receive time instead of the generator's read:
+    /// p50, p99, max (see [`stamped`]).
+    arrival_delay_ms: [f64; 3],
     ticks_missed: u64,
     love_ack_ms: [f64; 3],
     taps_acked_per_s: f64,
@@ -859,6 +885,7 @@ impl Report {
         };
         let h = &stats.connect_ms;
         let t = &stats.tick_delay_ms;
+        let a = &stats.arrival_delay_ms;
         Self {
             label: label.to_owned(),
             clients: args.clients,
@@ -869,6 +896,7 @@ impl Report {
             refused: stats.refused.load(Ordering::Relaxed),
             connect_ms: [h.quantile(0.5), h.quantile(0.95), h.quantile(0.99)],
             tick_delay_ms: [t.quantile(0.5), t.quantile(0.99), t.max()],
+            arrival_delay_ms: [a.quantile(0.5), a.quantile(0.99), a.max()],
             ticks_missed: stats.ticks_missed.load(Ordering::Relaxed),
             love_ack_ms: [
                 stats.love_ack_ms.quantile(0.5),
@@ -920,6 +948,10 @@ impl Report {
         println!(
             "tick delay         p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
             self.tick_delay_ms[0], self.tick_delay_ms[1], self.tick_delay_ms[2]
+        );
+        println!(
+            "tick arrival       p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (kernel receive time)",
+            self.arrival_delay_ms[0], self.arrival_delay_ms[1], self.arrival_delay_ms[2]
         );
         println!("ticks missed       {}", self.ticks_missed);
         if self.taps_acked_per_s > 0.0 {
@@ -991,6 +1023,9 @@ impl Report {
             "tick_delay_p50_ms": self.tick_delay_ms[0],
             "tick_delay_p99_ms": self.tick_delay_ms[1],
             "tick_delay_max_ms": self.tick_delay_ms[2],
+            "arrival_delay_p50_ms": self.arrival_delay_ms[0],
+            "arrival_delay_p99_ms": self.arrival_delay_ms[1],
+            "arrival_delay_max_ms": self.arrival_delay_ms[2],
             "ticks_missed": self.ticks_missed,
             "love_ack_p50_ms": self.love_ack_ms[0],
             "love_ack_p99_ms": self.love_ack_ms[1],
@@ -1013,7 +1048,7 @@ impl Report {
     }
 
     /// The figures compared with the floor: name, value.
-    fn figures(&self) -> [(&'static str, Option<f64>); 9] {
+    fn figures(&self) -> [(&'static str, Option<f64>); 12] {
         let per_client = (self.clients_connected > 0)
             .then(|| self.msgs_received_per_s / self.clients_connected as f64);
         [
@@ -1021,6 +1056,9 @@ impl Report {
             ("tick_delay_p50_ms", Some(self.tick_delay_ms[0])),
             ("tick_delay_p99_ms", Some(self.tick_delay_ms[1])),
             ("tick_delay_max_ms", Some(self.tick_delay_ms[2])),
+            ("arrival_delay_p50_ms", Some(self.arrival_delay_ms[0])),
+            ("arrival_delay_p99_ms", Some(self.arrival_delay_ms[1])),
+            ("arrival_delay_max_ms", Some(self.arrival_delay_ms[2])),
             ("ticks_missed", Some(self.ticks_missed as f64)),
             // A server that cannot keep its tick shows here, not in `seq`.
             ("consensus_per_client_per_s", per_client),

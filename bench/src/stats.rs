@@ -117,8 +117,12 @@ pub struct HistogramSnapshot {
 pub struct Stats {
     /// TCP connect + upgrade + welcome, per client.
     pub connect_ms: Histogram,
-    /// Receipt time minus the consensus `at`, during the measured window.
+    /// Receipt time (when the generator read it) minus the consensus `at`,
+    /// during the measured window.
     pub tick_delay_ms: Histogram,
+    /// Arrival time (when the kernel received it in the client's socket)
+    /// minus the consensus `at`, during the measured window.
+    pub arrival_delay_ms: Histogram,
     /// Clients connected now.
     pub connected: AtomicU64,
     /// Clients that failed to connect.
@@ -171,6 +175,7 @@ impl Stats {
         StatsSnapshot {
             connect_ms: self.connect_ms.snapshot(),
             tick_delay_ms: self.tick_delay_ms.snapshot(),
+            arrival_delay_ms: self.arrival_delay_ms.snapshot(),
             love_ack_ms: self.love_ack_ms.snapshot(),
             connected: load(&self.connected),
             connect_failures: load(&self.connect_failures),
@@ -194,6 +199,7 @@ impl Stats {
         };
         self.connect_ms.add(&other.connect_ms);
         self.tick_delay_ms.add(&other.tick_delay_ms);
+        self.arrival_delay_ms.add(&other.arrival_delay_ms);
         self.love_ack_ms.add(&other.love_ack_ms);
         add(&self.connected, other.connected);
         add(&self.connect_failures, other.connect_failures);
@@ -218,6 +224,7 @@ impl Stats {
 pub struct StatsSnapshot {
     connect_ms: HistogramSnapshot,
     tick_delay_ms: HistogramSnapshot,
+    arrival_delay_ms: HistogramSnapshot,
     love_ack_ms: HistogramSnapshot,
     connected: u64,
     connect_failures: u64,
