@@ -2,18 +2,19 @@
 //!
 //! The room serializes and frames its consensus once a tick
 //! ([`frame_text`]: server-to-client frames are unmasked, so the whole frame,
-//! header and payload, is the same for every client). The room's sockets are
-//! split into as many shards as the runtime has worker threads; each
-//! shard's writer is one task that wakes once a tick, walks its sockets and
-//! offers the same bytes to each socket's [`Outbox`]: one non-blocking
-//! write, no wake-up, poll or copy per delivery. A socket that does not take
+//! header and payload, is the same for every client). The room has one
+//! writer task per worker thread and its sockets are split into
+//! [`shard::SHARDS_PER_WRITER`] shards per writer; each writer wakes once a
+//! tick, claims shards until none is left, and offers the same bytes to
+//! each socket's [`Outbox`]: one non-blocking write, no wake-up, poll or
+//! copy per delivery. A socket that does not take
 //! the frame whole keeps it (newest only) for its own connection task to
 //! drain under `--write-timeout`; the shard goes on to the next socket.
 //!
 //! # Layout
 //! - [`outbox`]: one connection's writes, shared by its handler and its
 //!   shard, with the slow path's newest-only slot.
-//! - [`shard`]: a shard's sockets and its writer task.
+//! - [`shard`]: a room's shards, and the writers that claim and walk them.
 
 pub mod outbox;
 pub mod shard;

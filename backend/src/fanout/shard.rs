@@ -1,10 +1,15 @@
-//! A room's sockets in shards, and each shard's writer task.
+//! A room's sockets in shards, and the writer tasks that walk them.
 //!
-//! A room has as many shards as the runtime has worker threads, so the
-//! writers of one big room run on every core at once. A connection is put
-//! in a shard by its id (spreading a room evenly) when its handler has
-//! written the welcome and its first consensus, and taken out when its
-//! [`Registration`] drops.
+//! A room has one writer per worker thread of the runtime, so the fan-out of
+//! one big room runs on every core at once, and [`SHARDS_PER_WRITER`] times
+//! as many shards. Each tick the writers *claim* the shards one at a time
+//! ([`Walk`]) until none is left: a writer that starts late (its core was
+//! busy) or is preempted halfway simply claims fewer, and the others walk
+//! the rest, so the tick's last socket is written when the cores together
+//! are done, within one shard's walk, instead of when the slowest of fixed
+//! halves is. A connection is put in a shard by its id (spreading a room
+//! evenly) when its handler has written the welcome and its first
+//! consensus, and taken out when its [`Registration`] drops.
 
 use super::outbox::{Offer, Outbox};
 use crate::metrics::metrics;
@@ -18,10 +23,44 @@ use tokio_util::task::TaskTracker;
 /// socket would cost as much as the write.
 const LAG_SAMPLE_EVERY: usize = 64;
 
-/// A room's shards; cloning shares them.
+/// Shards per writer: enough that the writers' shares even out within a
+/// tick (at 10,000 sockets on two cores a shard is 625 sockets, about 5 ms
+/// of writes), few enough that a small room's walk stays a handful of
+/// uncontended locks.
+pub const SHARDS_PER_WRITER: usize = 8;
+
+/// A room's shards and the claims on them; cloning shares them.
 #[derive(Debug, Clone)]
 pub struct Fanout {
     shards: Arc<[Arc<Shard>]>,
+}
+
+/// Which shards the writers have claimed for the tick being written.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// The seq being written (`None` before the first), and the next shard
+    /// to claim for it.
+    state: Mutex<(Option<u64>, usize)>,
+}
+
+impl Walk {
+    /// Claims the next unwalked shard of `shards` for consensus `seq`: the
+    /// first claim of a newer seq starts the walk over; a writer still on
+    /// an older seq gets nothing more (the newer consensus, which every
+    /// socket is about to be offered, replaces it, as for a slow socket).
+    pub fn claim(&self, seq: u64, shards: usize) -> Option<usize> {
+        // A poisoned lock still holds two plain numbers.
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (current, next) = &mut *state;
+        match *current {
+            Some(current) if seq < current => return None,
+            Some(current) if seq == current => {}
+            _ => (*current, *next) = (Some(seq), 0),
+        }
+        let claimed = (*next < shards).then_some(*next)?;
+        *next += 1;
+        Some(claimed)
+    }
 }
 
 /// Some of a room's sockets, walked by one writer.
@@ -77,20 +116,26 @@ impl Drop for Registration {
 }
 
 impl Fanout {
-    /// A room's fan-out: one shard per worker thread of the current
-    /// runtime, each with a writer that delivers every consensus published
-    /// on `consensus` and ends when the room does.
+    /// A room's fan-out: one writer per worker thread of the current
+    /// runtime and [`SHARDS_PER_WRITER`] shards per writer. The writers
+    /// deliver every consensus published on `consensus`, claiming shards
+    /// until none is left, and end when the room does.
     pub fn spawn(consensus: &watch::Receiver<ConsensusFrame>, tracker: &TaskTracker) -> Self {
         let workers = tokio::runtime::Handle::current().metrics().num_workers().max(1);
-        let shards: Arc<[Arc<Shard>]> = (0..workers).map(|_| Arc::new(Shard::default())).collect();
-        for shard in shards.iter() {
-            let shard = shard.clone();
+        let shards: Arc<[Arc<Shard>]> =
+            (0..workers * SHARDS_PER_WRITER).map(|_| Arc::new(Shard::default())).collect();
+        let walk = Arc::new(Walk::default());
+        for _ in 0..workers {
+            let (shards, walk) = (shards.clone(), walk.clone());
             let mut consensus = consensus.clone();
             consensus.mark_unchanged();
             tracker.spawn(async move {
                 while consensus.changed().await.is_ok() {
                     let frame = consensus.borrow_and_update().clone();
-                    shard.deliver(&frame);
+                    let seq = frame.consensus.seq;
+                    while let Some(index) = walk.claim(seq, shards.len()) {
+                        shards[index].deliver(&frame);
+                    }
                 }
             });
         }
@@ -109,5 +154,35 @@ impl Fanout {
         let shard = self.shards[index].clone();
         shard.lock().insert(conn, outbox);
         Registration { shard, conn }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writers_claim_every_shard_of_a_tick_once_between_them() {
+        let walk = Walk::default();
+        // Two writers interleaving their claims for seq 7.
+        let mut claimed = Vec::new();
+        while let Some(a) = walk.claim(7, 5) {
+            claimed.push(a);
+            claimed.extend(walk.claim(7, 5));
+        }
+        assert_eq!(claimed, [0, 1, 2, 3, 4]);
+        assert_eq!(walk.claim(7, 5), None, "a tick's walk ends once");
+    }
+
+    #[test]
+    fn a_newer_tick_starts_over_and_a_writer_left_on_an_older_one_stops() {
+        let walk = Walk::default();
+        assert_eq!(walk.claim(1, 3), Some(0));
+        // A writer reaches tick 2 while another is still walking tick 1.
+        assert_eq!(walk.claim(2, 3), Some(0));
+        assert_eq!(walk.claim(1, 3), None, "tick 2 replaces what is left of tick 1");
+        assert_eq!(walk.claim(2, 3), Some(1));
+        assert_eq!(walk.claim(2, 3), Some(2));
+        assert_eq!(walk.claim(2, 3), None);
     }
 }

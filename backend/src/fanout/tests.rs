@@ -155,7 +155,7 @@ async fn every_shard_delivers_the_rooms_consensus_to_each_of_its_sockets() {
     let (publish, consensus) = watch::channel(first);
     let tracker = TaskTracker::new();
     let fanout = Fanout::spawn(&consensus, &tracker);
-    assert_eq!(fanout.shards(), 2, "one shard per worker thread");
+    assert_eq!(fanout.shards(), 2 * shard::SHARDS_PER_WRITER, "shards for two writers");
     let mut clients = Vec::new();
     let mut registrations = Vec::new();
     for conn in 0..6 {
