@@ -99,7 +99,13 @@ impl HistoryStore for MemoryHistory {
             }
         }
         let history = rooms.entry(room.clone()).or_insert_with(|| RoomHistory {
-            entries: VecDeque::new(),
+            // Sized for the full hour at once: grown by doubling, a room's
+            // buffer would be reallocated at 64, 128 and 256 buckets (the
+            // last 43 minutes in) and end at 512 slots, its RSS creeping up
+            // for most of the hour and leaving freed blocks behind; with
+            // one allocation the room's history costs the same (35 KB, less
+            // than the 49 KB doubling ends at) from its first sample on.
+            entries: VecDeque::with_capacity(MAX_BUCKETS + 1),
             last_at: f64::NEG_INFINITY,
             last_love: c.love,
             handed_through: i64::MIN,
@@ -185,6 +191,20 @@ mod tests {
         let love: Vec<u64> =
             buckets(&history, "kitchen").await.iter().map(|b| b.love_added).collect();
         assert_eq!(love, [0, 3, 7]);
+    }
+
+    #[test]
+    fn a_rooms_history_is_allocated_once_for_the_hour_and_never_grows() {
+        let history = MemoryHistory::new(10);
+        let r = room("kitchen");
+        let capacity = || history.lock().get(&r).map(|h| h.entries.capacity());
+        history.record(&r, &at(0.0, 0.5, 1, 0));
+        let first = capacity();
+        assert!(first.is_some_and(|c| c > MAX_BUCKETS), "room for the hour and the current bucket");
+        for i in 1..800 {
+            history.record(&r, &at(f64::from(i) * 10_000.0, 0.5, 1, 0));
+            assert_eq!(capacity(), first, "reallocated at bucket {i}");
+        }
     }
 
     #[tokio::test]
