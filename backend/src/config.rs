@@ -58,6 +58,13 @@ pub struct Config {
     #[arg(long, env = "HEARTSYNC_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
+    /// How often to hand the memory the allocator holds free back to the
+    /// system (glibc's `malloc_trim`; see `memory.rs`): without it, the RSS
+    /// of a server whose clients come and go creeps up to the highest it
+    /// has ever needed. `0s` turns it off.
+    #[arg(long, env = "HEARTSYNC_TRIM_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub trim_interval: Duration,
+
     /// A connection (WebSocket or HTTP) whose socket stays unwritable this
     /// long is closed: a client that stops reading cannot hold a descriptor
     /// and kernel buffers for ever.
@@ -319,6 +326,13 @@ mod tests {
         let short = Config::try_parse_from(["heartsync", "--idle-timeout", "90s"]).expect("valid");
         let settings = crate::socket::KeepaliveSettings::of(&short);
         assert_eq!(settings.idle_timeout, Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn the_allocator_is_trimmed_every_minute_and_zero_turns_it_off() {
+        assert_eq!(Config::default().trim_interval, Duration::from_secs(60));
+        let off = Config::try_parse_from(["heartsync", "--trim-interval", "0s"]).expect("flags");
+        assert!(crate::memory::spawn_trimmer(off.trim_interval).is_none());
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod fanout;
 pub mod http;
 pub mod limits;
 pub mod love;
+pub mod memory;
 pub mod metrics;
 pub mod room;
 pub mod rooms;

@@ -75,6 +75,7 @@ pub async fn run(
             crate::metrics::metrics().run_upkeep();
         }
     });
+    let trimmer = crate::memory::spawn_trimmer(state.config.trim_interval);
     let summaries = tokio::spawn({
         let state = state.clone();
         async move {
@@ -156,6 +157,9 @@ pub async fn run(
 
     drop(listener);
     upkeep.abort();
+    if let Some(trimmer) = trimmer {
+        trimmer.abort();
+    }
     summaries.abort();
     log_refusals(&state);
     http_stop.cancel();
