@@ -268,3 +268,34 @@ fn rate_limited(notify: bool) -> Option<ServerMessage> {
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use shared::{ClientMessage, ServerMessage, TimeReply};
+
+    #[test]
+    fn a_clock_samples_t0_is_echoed_to_the_bit() {
+        // The socket fuzz target found a subnormal that serde_json's fast
+        // parser read one ulp off: the neighbours of the one it reported,
+        // some edge cases, and numbers spread over every exponent.
+        let found = f64::from_bits(1.390671099200837e-309_f64.to_bits());
+        let near = (0..20_000_u64).map(|k| f64::from_bits(found.to_bits() - 10_000 + k));
+        let spread =
+            (1..2_000_u64).map(|k| f64::from_bits(k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 12));
+        for t0 in [5e-324, 2.2250738585072014e-308, 0.1 + 0.2, 1.7e308]
+            .into_iter()
+            .chain(near)
+            .chain(spread)
+        {
+            let request = ClientMessage::Time { t0 }.to_json();
+            let Ok(ClientMessage::Time { t0: parsed }) = ClientMessage::parse(&request, 1.0) else {
+                panic!("{request} is a clock sample");
+            };
+            let reply = ServerMessage::Time(TimeReply { t0: parsed, server_time: 1.0 }).to_json();
+            let Ok(ServerMessage::Time(echo)) = ServerMessage::parse(&reply) else {
+                panic!("{reply} is a time reply");
+            };
+            assert_eq!(echo.t0.to_bits(), t0.to_bits(), "{t0:e} came back as {:e}", echo.t0);
+        }
+    }
+}
