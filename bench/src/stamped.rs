@@ -74,9 +74,8 @@ impl AsyncRead for Stamped {
             let unfilled = buf.initialize_unfilled();
             match this.inner.try_io(Interest::READABLE, || recv_stamped(fd, unfilled)) {
                 Ok((n, arrival)) => {
-                    if arrival.is_some() {
-                        this.arrival_ms = arrival;
-                    }
+                    // Never a stale stamp: a read without one has none.
+                    this.arrival_ms = arrival;
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
@@ -118,11 +117,25 @@ mod tests {
         let (mut server, _) = listener.accept().await.expect("accept");
         let mut stamped = Stamped::new(client).expect("timestamps");
         assert_eq!(stamped.arrival_ms(), None);
+        // The kernel turns receive timestamps on for the whole machine a
+        // moment after the first socket asks (a deferred static key), so
+        // the first segments may come unstamped: wait for a stamped one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut buf = [0_u8; 16];
+        loop {
+            server.write_all(b"warm").await.expect("write");
+            let n = stamped.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the stream ended");
+            if stamped.arrival_ms().is_some() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no receive timestamp within 5 s");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         let before = shared::clock::system_now_ms();
         server.write_all(b"tick").await.expect("write");
         // Read well after the arrival: the stamp is the arrival, not the read.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let mut buf = [0_u8; 16];
         let n = stamped.read(&mut buf).await.expect("read");
         let read_at = shared::clock::system_now_ms();
         assert_eq!(&buf[..n], b"tick");

@@ -513,8 +513,16 @@ async fn every_instance_answers_the_same_history_even_for_buckets_it_never_saw()
         assert!(0.0 <= min && min <= mean && mean <= max && max <= 1.0, "{bucket}");
     }
     assert!(all.windows(2).all(|w| w[0]["start"].as_f64() < w[1]["start"].as_f64()), "{answer}");
-    let written = metric(cluster.instance(0), "heartsync_history_entries_written_total").await;
-    assert!(written.unwrap() >= 2.0, "one entry per ended bucket");
+    // Entries go to Redis once their bucket has ended, on the writer's own
+    // schedule: wait for instance 0's two.
+    wait_until(PATIENCE, "one entry per ended bucket, from instance 0", || async {
+        let written = metric(cluster.instance(0), "heartsync_history_entries_written_total").await;
+        let written = written?;
+        ensure!(written >= 2.0, "{written} entries written");
+        Ok(())
+    })
+    .await
+    .unwrap();
 
     // Redis heard of history once per instance and bucket, not per tick
     // (100 ms here), and the room's set expires.
