@@ -108,6 +108,8 @@ pub async fn run(
                     }
                 };
                 stats.messages_received.fetch_add(1, Ordering::Relaxed);
+                // When the kernel received this frame (if it stamped it).
+                let arrival = socket.get_ref().arrival_ms();
                 // The generator shares the machine with the server: read only
                 // what is measured from the 40k consensus messages a second.
                 if text.as_str().starts_with(CONSENSUS_PREFIX) {
@@ -116,7 +118,6 @@ pub async fn run(
                             stats.errors.fetch_add(1, Ordering::Relaxed);
                             continue;
                         };
-                        let arrival = socket.get_ref().arrival_ms();
                         record_tick(&stats, &measuring, &mut last_seq, (c.seq, c.at), arrival);
                         continue;
                     };
@@ -129,13 +130,11 @@ pub async fn run(
                             Seen::new(c.phase, c.coherence, c.bpm, c.hearts, c.voters, c.love);
                         stats.agreement.record(instance, c.seq, seen);
                     }
-                    let arrival = socket.get_ref().arrival_ms();
                     record_tick(&stats, &measuring, &mut last_seq, (c.seq, c.at), arrival);
                     continue;
                 }
                 match ServerMessage::parse(text.as_str()) {
                     Ok(ServerMessage::Consensus(c)) => {
-                        let arrival = socket.get_ref().arrival_ms();
                         record_tick(&stats, &measuring, &mut last_seq, (c.seq, c.at), arrival);
                     }
                     Ok(ServerMessage::LoveAck(ack)) => {
