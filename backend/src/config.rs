@@ -58,10 +58,10 @@ pub struct Config {
     #[arg(long, env = "HEARTSYNC_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
-    /// How often to hand the memory the allocator holds free back to the
-    /// system (glibc's `malloc_trim`; see `memory.rs`): without it, the RSS
-    /// of a server whose clients come and go creeps up to the highest it
-    /// has ever needed. `0s` turns it off.
+    /// How often to hand the memory glibc's allocator holds free back to
+    /// the system (`malloc_trim`; see `memory.rs`). The server's own
+    /// allocations go through jemalloc, which purges on its own; glibc's
+    /// heap holds what C libraries (SQLite) allocate. `0s` turns it off.
     #[arg(long, env = "HEARTSYNC_TRIM_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub trim_interval: Duration,
 

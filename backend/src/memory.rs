@@ -1,13 +1,14 @@
 //! Handing freed memory back to the system.
 //!
-//! glibc's allocator keeps what the program frees in its arenas (one per
-//! thread that allocates) and returns pages to the system only from the top
-//! of an arena. A server whose connections come and go frees most of what it
-//! allocates, but a few live blocks between the freed ones keep the pages
-//! resident, so its RSS creeps up to the highest it has ever needed: the
-//! hour-long soak in BENCHMARKS.md grew 2.7 % that way with a live heap that
-//! stayed flat, and one `malloc_trim(0)` at its end took the anonymous RSS
-//! from 5.8 to 2.2 MiB. So a task calls it every `--trim-interval`.
+//! The server's own allocations go through jemalloc (the binary's global
+//! allocator, `main.rs`), whose background threads return freed pages on
+//! their own. What C libraries allocate (SQLite's page cache and
+//! statements) still comes from glibc's allocator, which keeps what is
+//! freed in its arenas and returns pages to the system only from the top of
+//! an arena: with glibc for everything, the hour-long soak in BENCHMARKS.md
+//! grew 2.7 % with a live heap that stayed flat, and one `malloc_trim(0)`
+//! at its end took the anonymous RSS from 5.8 to 2.2 MiB. So a task still
+//! calls it every `--trim-interval`, for what is left on glibc's heap.
 //!
 //! Written here rather than taken from a crate: `malloc_trim` is one call
 //! with no pointers, and the crates that expose it (`libc`) expose it as an

@@ -44,6 +44,30 @@ async fn heartsync_bench_measures_a_real_server() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_server_allocates_with_jemalloc_and_purges_in_the_background() {
+    // The soak's flat RSS rests on the allocator (BENCHMARKS.md, "Soak"):
+    // jemalloc's purging thread is one of the running server's threads.
+    let data = tempfile::tempdir().unwrap();
+    let server =
+        ServerProcess::start(&["--data-dir", data.path().to_str().unwrap()]).await.unwrap();
+    let tasks = format!("/proc/{}/task", server.pid());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let names = loop {
+        let names: Vec<String> = std::fs::read_dir(&tasks)
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect();
+        if names.iter().any(|name| name.starts_with("jemalloc_bg_thd")) {
+            break names;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no jemalloc thread among {names:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(names.iter().any(|name| name.starts_with("tokio")), "{names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_short_soak_of_the_real_server_passes() {
     let data = tempfile::tempdir().unwrap();
     // Every heart comes from 127.0.0.1 and may start a love ledger in each
