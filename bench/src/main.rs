@@ -139,6 +139,14 @@ struct Args {
     /// not the read delays. Given alone, it starts one generator process.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
     generator_nice: u8,
+    /// Run the generator processes in the kernel's idle scheduling class
+    /// (`SCHED_IDLE`, through util-linux's `chrt --idle 0`): they get a core
+    /// only when nothing else wants it, so unlike a niced process they never
+    /// preempt the server halfway through a tick's writes. The closest this
+    /// machine comes to clients on other machines; read the arrival delays.
+    /// Given alone, it starts one generator process.
+    #[arg(long)]
+    generator_idle: bool,
     /// Then run the same load against the floor (spawned on a free loopback
     /// port) and report both rows and their ratios.
     #[arg(long)]
@@ -176,7 +184,7 @@ impl Args {
     /// Whether the clients run in child generator processes (this process
     /// steering them) rather than in this one.
     fn spawns_generators(&self) -> bool {
-        !self.child && (self.processes > 1 || self.generator_nice > 0)
+        !self.child && (self.processes > 1 || self.generator_nice > 0 || self.generator_idle)
     }
 }
 
@@ -633,6 +641,23 @@ struct ChildResult {
     stats: StatsSnapshot,
 }
 
+/// How a generator process is started: the executable itself, under
+/// `nice -n N` for `--generator-nice N`, under `chrt --idle 0` for
+/// `--generator-idle` (both when both are given).
+fn generator_command(args: &Args, exe: &std::path::Path) -> tokio::process::Command {
+    let mut program: Vec<std::ffi::OsString> = Vec::new();
+    if args.generator_idle {
+        program.extend(["chrt", "--idle", "0"].map(Into::into));
+    }
+    if args.generator_nice > 0 {
+        program.extend(["nice".into(), "-n".into(), args.generator_nice.to_string().into()]);
+    }
+    program.push(exe.into());
+    let mut command = tokio::process::Command::new(&program[0]);
+    command.args(&program[1..]);
+    command
+}
+
 impl Children {
     /// Starts `--processes` children (they ramp together, each at its share
     /// of `--ramp`) and waits until every one is ready.
@@ -648,13 +673,7 @@ impl Children {
             let base =
                 u8::try_from(base).ok().filter(|b| usize::from(*b) + usize::from(sources) <= 256);
             let base = base.context("too many source addresses; lower --sources or --processes")?;
-            let mut command = if args.generator_nice > 0 {
-                let mut nice = tokio::process::Command::new("nice");
-                nice.args(["-n", &args.generator_nice.to_string()]).arg(&exe);
-                nice
-            } else {
-                tokio::process::Command::new(&exe)
-            };
+            let mut command = generator_command(args, &exe);
             command
                 .arg("--child")
                 .args(["--url", &target.urls()])
@@ -1195,6 +1214,44 @@ mod tests {
         );
         assert!(report.tick_delay_ms[1] > 0.0);
         assert_eq!((report.instances, report.agreement), (1, None));
+    }
+
+    #[tokio::test]
+    async fn generators_run_idle_and_niced_as_asked() {
+        // `cat /proc/self/stat` started as a generator would be: fields 19
+        // and 41 (after the command name) are its niceness and policy.
+        let (nice, policy) = async {
+            let args = load(
+                "127.0.0.1:1".parse().expect("addr"),
+                &["--generator-idle", "--generator-nice", "7"],
+            );
+            let out = generator_command(&args, std::path::Path::new("cat"))
+                .arg("/proc/self/stat")
+                .output()
+                .await
+                .expect("cat runs");
+            let stat = String::from_utf8(out.stdout).expect("text");
+            let fields: Vec<&str> =
+                stat.rsplit_once(") ").expect("a stat line").1.split(' ').collect();
+            // Counted from field 3 (the state), as proc(5) numbers them.
+            (fields[19 - 3].to_owned(), fields[41 - 3].to_owned())
+        }
+        .await;
+        // `nice -n` adds to the niceness it is started with.
+        let own = std::fs::read_to_string("/proc/self/stat").expect("own stat");
+        let own: i32 = own
+            .rsplit_once(") ")
+            .expect("a stat line")
+            .1
+            .split(' ')
+            .nth(19 - 3)
+            .and_then(|n| n.parse().ok())
+            .expect("own niceness");
+        assert_eq!(nice, (own + 7).min(19).to_string());
+        assert_eq!(policy, "5", "SCHED_IDLE");
+        let plain = load("127.0.0.1:1".parse().expect("addr"), &[]);
+        let command = generator_command(&plain, std::path::Path::new("cat"));
+        assert_eq!(command.as_std().get_program(), "cat");
     }
 
     /// A short run over `urls`, as several instances.
