@@ -58,6 +58,17 @@ pub struct Config {
     #[arg(long, env = "HEARTSYNC_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
+    /// Pin each of the runtime's worker threads to a CPU of its own (round
+    /// robin over the CPUs the process may use). Off, the kernel may stack
+    /// both workers of a two-core machine on one core for a tick's whole
+    /// fan-out while the other runs something else, doubling that tick's
+    /// delay (BENCHMARKS.md, "Workers pinned to their cores"). Turn it on
+    /// where the server has its cores to itself; leave it off where they
+    /// are shared with busier neighbours, which a pinned worker cannot
+    /// escape.
+    #[arg(long, env = "HEARTSYNC_PIN_WORKERS")]
+    pub pin_workers: bool,
+
     /// How often to hand the memory glibc's allocator holds free back to
     /// the system (`malloc_trim`; see `memory.rs`). The server's own
     /// allocations go through jemalloc, which purges on its own; glibc's

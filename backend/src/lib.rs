@@ -24,6 +24,7 @@
 //!
 //! `main.rs` only parses flags, sets up logging, binds and calls [`run`].
 
+pub mod affinity;
 pub mod api;
 pub mod auth;
 pub mod clock;

@@ -47,10 +47,32 @@ fn token() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn serve() -> anyhow::Result<()> {
+/// The server: its runtime (workers pinned to CPUs with `--pin-workers`),
+/// then [`serve_with`] on it.
+fn serve() -> anyhow::Result<()> {
     let config = Config::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    let mut unpinnable = false;
+    if config.pin_workers {
+        match backend::affinity::Pinner::allowed() {
+            Some(pinner) => {
+                let pinner = std::sync::Arc::new(pinner);
+                runtime.on_thread_park(move || pinner.pin_this_thread_once());
+            }
+            None => unpinnable = true,
+        }
+    }
+    runtime.build().context("cannot start the runtime")?.block_on(serve_with(config, unpinnable))
+}
+
+async fn serve_with(config: Config, unpinnable: bool) -> anyhow::Result<()> {
     init_logging(&config)?;
+    if unpinnable {
+        tracing::warn!(
+            "--pin-workers: cannot read the CPUs this process may use; workers not pinned"
+        );
+    }
     raise_fd_limit();
     // jemalloc's own threads return freed pages to the system after its
     // decay time (10 s), whether or not the server is allocating then.

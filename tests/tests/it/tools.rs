@@ -67,6 +67,56 @@ async fn the_server_allocates_with_jemalloc_and_purges_in_the_background() {
     assert!(names.iter().any(|name| name.starts_with("tokio")), "{names:?}");
 }
 
+/// `Cpus_allowed_list` of every thread of `pid` named `name`.
+fn cpus_of_threads(pid: u32, name: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the server's threads")
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            let status = std::fs::read_to_string(path.join("status")).ok()?;
+            (comm.trim() == name).then(|| {
+                let line = status.lines().find(|l| l.starts_with("Cpus_allowed_list:"));
+                line.and_then(|l| l.split_whitespace().nth(1)).unwrap_or_default().to_owned()
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pinned_workers_each_run_on_a_cpu_of_their_own() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The runtime has a worker per CPU; each takes its own the first time
+    // it goes idle, which an idle server's workers do at once.
+    let server = ServerProcess::start(&["--data-dir", dir, "--pin-workers"]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut pinned: Vec<String> = cpus_of_threads(server.pid(), "tokio-rt-worker")
+            .into_iter()
+            .filter(|list| !list.contains([',', '-']))
+            .collect();
+        pinned.sort();
+        pinned.dedup();
+        if pinned.len() == cpus {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "pinned to {pinned:?} of {cpus} CPUs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The main thread and, without the flag, every worker keep every CPU.
+    assert!(
+        cpus_of_threads(server.pid(), "heartsync")
+            .iter()
+            .all(|list| cpus == 1 || list.contains(['-', ',']))
+    );
+    let unpinned = ServerProcess::start(&["--data-dir", dir]).await.unwrap();
+    let lists = cpus_of_threads(unpinned.pid(), "tokio-rt-worker");
+    assert!(!lists.is_empty());
+    assert!(lists.iter().all(|list| cpus == 1 || list.contains(['-', ','])), "{lists:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_short_soak_of_the_real_server_passes() {
     let data = tempfile::tempdir().unwrap();
