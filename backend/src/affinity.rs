@@ -12,7 +12,6 @@
 //! on, so a container's cpuset is respected.
 
 use std::cell::Cell;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The CPUs handed out to worker threads, in turn.
@@ -46,7 +45,7 @@ impl Pinner {
 
     /// Pins the calling thread to the next CPU, once per thread: for
     /// `on_thread_park`, which runs every time a worker goes idle.
-    pub fn pin_this_thread_once(self: &Arc<Self>) {
+    pub fn pin_this_thread_once(&self) {
         if PINNED.with(|pinned| pinned.replace(true)) {
             return;
         }
@@ -87,6 +86,7 @@ fn pin_current_thread(_cpu: usize) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn workers_take_the_allowed_cpus_in_turn() {

@@ -2,7 +2,7 @@
 //! real server, and the terminal heart's still picture.
 
 use std::time::Duration;
-use tests::{ServerProcess, workspace_binary};
+use tests::{PATIENCE, ServerProcess, workspace_binary};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heartsync_bench_measures_a_real_server() {
@@ -43,6 +43,26 @@ async fn heartsync_bench_measures_a_real_server() {
     }
 }
 
+/// Every thread of process `pid`: its name and its `Cpus_allowed_list`.
+fn threads(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the server's threads")
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            let status = std::fs::read_to_string(path.join("status")).ok()?;
+            let line = status.lines().find(|l| l.starts_with("Cpus_allowed_list:"));
+            let cpus = line.and_then(|l| l.split_whitespace().nth(1)).unwrap_or_default();
+            Some((comm.trim().to_owned(), cpus.to_owned()))
+        })
+        .collect()
+}
+
+/// The `Cpus_allowed_list` of every worker thread of process `pid`.
+fn worker_cpus(pid: u32) -> Vec<String> {
+    threads(pid).into_iter().filter(|(name, _)| name == "tokio-rt-worker").map(|t| t.1).collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_allocates_with_jemalloc_and_purges_in_the_background() {
     // The soak's flat RSS rests on the allocator (BENCHMARKS.md, "Soak"):
@@ -50,37 +70,17 @@ async fn the_server_allocates_with_jemalloc_and_purges_in_the_background() {
     let data = tempfile::tempdir().unwrap();
     let server =
         ServerProcess::start(&["--data-dir", data.path().to_str().unwrap()]).await.unwrap();
-    let tasks = format!("/proc/{}/task", server.pid());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let names = loop {
-        let names: Vec<String> = std::fs::read_dir(&tasks)
-            .unwrap()
-            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-            .map(|name| name.trim().to_owned())
-            .collect();
-        if names.iter().any(|name| name.starts_with("jemalloc_bg_thd")) {
-            break names;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no jemalloc thread among {names:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let names = tests::wait_until(PATIENCE, "jemalloc's purging thread", || async {
+        let names: Vec<String> = threads(server.pid()).into_iter().map(|t| t.0).collect();
+        anyhow::ensure!(
+            names.iter().any(|name| name.starts_with("jemalloc_bg_thd")),
+            "no jemalloc thread among {names:?}"
+        );
+        Ok(names)
+    })
+    .await
+    .unwrap();
     assert!(names.iter().any(|name| name.starts_with("tokio")), "{names:?}");
-}
-
-/// `Cpus_allowed_list` of every thread of `pid` named `name`.
-fn cpus_of_threads(pid: u32, name: &str) -> Vec<String> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("the server's threads")
-        .filter_map(|task| {
-            let path = task.ok()?.path();
-            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
-            let status = std::fs::read_to_string(path.join("status")).ok()?;
-            (comm.trim() == name).then(|| {
-                let line = status.lines().find(|l| l.starts_with("Cpus_allowed_list:"));
-                line.and_then(|l| l.split_whitespace().nth(1)).unwrap_or_default().to_owned()
-            })
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -91,30 +91,30 @@ async fn pinned_workers_each_run_on_a_cpu_of_their_own() {
     // The runtime has a worker per CPU; each takes its own the first time
     // it goes idle, which an idle server's workers do at once.
     let server = ServerProcess::start(&["--data-dir", dir, "--pin-workers"]).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut pinned: Vec<String> = cpus_of_threads(server.pid(), "tokio-rt-worker")
+    tests::wait_until(PATIENCE, "a CPU for every worker", || async {
+        let mut pinned: Vec<String> = worker_cpus(server.pid())
             .into_iter()
             .filter(|list| !list.contains([',', '-']))
             .collect();
         pinned.sort();
         pinned.dedup();
-        if pinned.len() == cpus {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "pinned to {pinned:?} of {cpus} CPUs");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        anyhow::ensure!(pinned.len() == cpus, "pinned to {pinned:?} of {cpus} CPUs");
+        Ok(())
+    })
+    .await
+    .unwrap();
     // The main thread and, without the flag, every worker keep every CPU.
-    assert!(
-        cpus_of_threads(server.pid(), "heartsync")
-            .iter()
-            .all(|list| cpus == 1 || list.contains(['-', ',']))
-    );
+    let every = |list: &String| cpus == 1 || list.contains(['-', ',']);
+    let main: Vec<String> = threads(server.pid())
+        .into_iter()
+        .filter(|(name, _)| name == "heartsync")
+        .map(|t| t.1)
+        .collect();
+    assert!(main.iter().all(every), "{main:?}");
     let unpinned = ServerProcess::start(&["--data-dir", dir]).await.unwrap();
-    let lists = cpus_of_threads(unpinned.pid(), "tokio-rt-worker");
+    let lists = worker_cpus(unpinned.pid());
     assert!(!lists.is_empty());
-    assert!(lists.iter().all(|list| cpus == 1 || list.contains(['-', ','])), "{lists:?}");
+    assert!(lists.iter().all(every), "{lists:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
